@@ -1,0 +1,74 @@
+"""Which target answers (the local emulator or real AWS) and the boto3 clients that talk to it.
+
+This is the only module that knows the difference between the two targets::
+
+    from mf_sm_async import aws
+    sm = aws.client("sagemaker")              # local emulator unless MF_SM_ASYNC_TARGET=aws
+    runtime = aws.client("sagemaker-runtime", target="aws")
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import boto3
+from botocore.config import Config
+
+from .errors import ConfigError
+
+TARGETS = ("local", "aws")
+LOCAL_REGION = "us-east-1"
+# The emulator accepts any credentials; fixed dummy ones keep a user's real keys out of its logs.
+LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+_clients: dict[tuple, object] = {}
+_lock = threading.Lock()
+
+
+def resolve_target(target: str | None = None) -> str:
+    """``target`` if given, else ``MF_SM_ASYNC_TARGET``, else ``local``."""
+    value = target or os.environ.get("MF_SM_ASYNC_TARGET") or "local"
+    if value not in TARGETS:
+        field = "target" if target else "MF_SM_ASYNC_TARGET"
+        raise ConfigError(field, value, " or ".join(repr(t) for t in TARGETS))
+    return value
+
+
+def local_endpoint_url() -> str:
+    """URL of the running emulator, starting the daemon on first use."""
+    from .local import daemon
+
+    return daemon.start()["url"]
+
+
+def _config(max_pool: int) -> Config:
+    return Config(retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=max_pool,
+                  connect_timeout=10, read_timeout=120)
+
+
+def client(service: str, target: str | None = None, *, max_pool: int = 64):
+    """A boto3 client for ``service`` on the resolved target, cached per process (clients are thread-safe)."""
+    target = resolve_target(target)
+    if target == "local":
+        url = local_endpoint_url()
+        key = (service, target, url, max_pool)
+        kwargs = {"endpoint_url": url, "region_name": LOCAL_REGION, **LOCAL_CREDENTIALS}
+    else:
+        key = (service, target, None, max_pool)
+        kwargs = {}
+    with _lock:
+        if key not in _clients:
+            _clients[key] = boto3.session.Session().client(service, config=_config(max_pool), **kwargs)
+        return _clients[key]
+
+
+def local_env(url: str) -> dict[str, str]:
+    """Environment that points the aws CLI, the sagemaker SDK and any boto3 code at the emulator."""
+    return {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS["aws_secret_access_key"],
+        "AWS_DEFAULT_REGION": LOCAL_REGION,
+        "AWS_REGION": LOCAL_REGION,
+    }

@@ -1,0 +1,178 @@
+"""The emulator as a background daemon that every process of a user (a Metaflow step, a foreach task,
+a notebook kernel, the aws CLI) finds through a state file and shares.
+
+- ``serve``: run in the foreground (``mf-sm-async local serve``).
+- ``start``: reuse a healthy daemon or start one in its own session, so a Ctrl-C in the terminal or
+  in a flow never kills it; concurrent starts are serialised by a file lock and end with one daemon.
+- ``stop``: SIGTERM, which stops every model-server process, then wait until the daemon is gone.
+
+The state directory is ``$MF_SM_ASYNC_HOME/local`` (default ``~/.mf_sm_async/local``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import TargetError
+
+STATE_FILE = "state.json"
+LOOPBACK = "127.0.0.1"
+
+
+def default_state_dir() -> Path:
+    home = os.environ.get("MF_SM_ASYNC_HOME") or Path.home() / ".mf_sm_async"
+    return Path(home) / "local"
+
+
+@contextmanager
+def _locked(path: Path, blocking: bool = True):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield None
+            return
+        yield handle
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _healthy(url: str, pid: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_mf_sm_async/health", timeout=2) as response:
+            return json.load(response).get("pid") == pid
+    except (OSError, ValueError):
+        return False
+
+
+def status(state_dir: Path | None = None) -> dict | None:
+    """The running daemon's state (url, pid, port, state_dir) or None."""
+    state_dir = Path(state_dir or default_state_dir())
+    try:
+        state = json.loads((state_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if _pid_alive(state["pid"]) and _healthy(state["url"], state["pid"]):
+        return state
+    return None
+
+
+def start(state_dir: Path | None = None, *, time_scale: float | None = None, timeout: float = 60.0) -> dict:
+    """Return the state of a healthy daemon, starting one (detached, own session) if none runs."""
+    state_dir = Path(state_dir or default_state_dir())
+    with _locked(state_dir / "start.lock"):
+        running = status(state_dir)
+        if running:
+            return running
+        (state_dir / STATE_FILE).unlink(missing_ok=True)
+        command = [sys.executable, "-m", "mf_sm_async.local.daemon", "serve", "--state-dir", str(state_dir)]
+        if time_scale is not None:
+            command += ["--time-scale", str(time_scale)]
+        with open(state_dir / "daemon.log", "ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True, close_fds=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise TargetError(f"the local emulator exited at start (code {process.returncode})",
+                                  f"see {state_dir / 'daemon.log'}")
+            state = status(state_dir)
+            if state and state["pid"] == process.pid:
+                return state
+            time.sleep(0.05)
+        process.kill()
+        raise TargetError(f"the local emulator did not start within {timeout:.0f}s",
+                          f"see {state_dir / 'daemon.log'}")
+
+
+def stop(state_dir: Path | None = None, timeout: float = 20.0) -> bool:
+    """Stop the daemon and its model servers; True if one was running."""
+    state_dir = Path(state_dir or default_state_dir())
+    try:
+        pid = json.loads((state_dir / STATE_FILE).read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return False
+    if not _pid_alive(pid):
+        (state_dir / STATE_FILE).unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    return True
+
+
+def serve(state_dir: Path | None = None, *, host: str = LOOPBACK, port: int = 0,
+          time_scale: float = 1.0) -> None:
+    """Run the emulator in the foreground until SIGINT / SIGTERM."""
+    from .server import Emulator, EmulatorServer  # heavy (moto): only in the daemon process
+
+    state_dir = Path(state_dir or default_state_dir())
+    with _locked(state_dir / "daemon.lock", blocking=False) as lock:
+        if lock is None:
+            raise TargetError(f"another emulator daemon already serves {state_dir}",
+                              "use `mf-sm-async local status` / `local stop`")
+        server = EmulatorServer(Emulator(state_dir, time_scale=time_scale), host=host, port=port)
+        state = {"url": server.url, "pid": os.getpid(), "port": server.port, "state_dir": str(state_dir),
+                 "time_scale": time_scale}
+        tmp = state_dir / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(state_dir / STATE_FILE)
+
+        def on_signal(signum, frame):
+            raise SystemExit(0)
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        print(f"mf-sm-async emulator listening on {server.url} pid={os.getpid()} state={state_dir}", flush=True)
+        try:
+            server.serve_forever()
+        finally:
+            server.stop()
+            try:
+                if json.loads((state_dir / STATE_FILE).read_text()).get("pid") == os.getpid():
+                    (state_dir / STATE_FILE).unlink()
+            except (OSError, ValueError):
+                pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mf_sm_async.local.daemon")
+    parser.add_argument("command", choices=["serve"])
+    parser.add_argument("--state-dir", type=Path, default=None)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--time-scale", type=float,
+                        default=float(os.environ.get("MF_SM_ASYNC_TIME_SCALE", "1")))
+    args = parser.parse_args(argv)
+    serve(args.state_dir, port=args.port, time_scale=args.time_scale)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""One endpoint instance: a real model-server process speaking the container contract.
+
+The process serves ``GET /ping`` and ``POST /invocations`` on a port of its own (see
+:mod:`mf_sm_async.local.model_server`). It exits by itself when the daemon dies (it watches its
+parent pid), so no instance outlives the emulator.
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_ids = itertools.count(1)
+
+
+class InstanceFailed(Exception):
+    """The model server did not come up; the message ends with the last lines of its log."""
+
+
+class InstanceGone(Exception):
+    """The connection to a running instance broke (the process died or was killed)."""
+
+
+class InvocationTimedOut(Exception):
+    pass
+
+
+@dataclass
+class ModelResponse:
+    status: int
+    body: bytes
+    content_type: str | None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+class Instance:
+    def __init__(self, model_dir: Path, log_dir: Path, env: dict[str, str] | None = None):
+        self.instance_id = f"i-{next(_ids):05d}"
+        self.model_dir = model_dir
+        self.log_path = log_dir / f"{self.instance_id}.log"
+        self.env = env or {}
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.port = _free_port()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mf_sm_async.local.model_server",
+                 "--model-dir", str(self.model_dir), "--port", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                cwd=str(self.model_dir),
+            )
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise InstanceFailed(f"model server exited with code {self.process.returncode}:\n"
+                                     f"{tail(self.log_path)}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/ping")
+                if conn.getresponse().status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise InstanceFailed(f"model server did not answer /ping within {timeout:.0f}s:\n{tail(self.log_path)}")
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def connect(self) -> http.client.HTTPConnection:
+        """A keep-alive connection for one worker thread."""
+        return http.client.HTTPConnection("127.0.0.1", self.port)
+
+    def invoke(self, conn: http.client.HTTPConnection, body: bytes, *, content_type: str | None,
+               accept: str | None, custom_attributes: str | None, timeout: float) -> ModelResponse:
+        headers = {"Content-Type": content_type or "application/octet-stream",
+                   "Content-Length": str(len(body))}
+        if accept:
+            headers["Accept"] = accept
+        if custom_attributes:
+            headers["X-Amzn-SageMaker-Custom-Attributes"] = custom_attributes
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        try:
+            conn.request("POST", "/invocations", body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except socket.timeout:
+            conn.close()
+            raise InvocationTimedOut() from None
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise InstanceGone(str(exc)) from None
+        return ModelResponse(response.status, data, response.getheader("Content-Type"))
+
+    def stop(self, grace: float = 3.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

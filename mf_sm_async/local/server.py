@@ -1,0 +1,170 @@
+"""The emulator's HTTP face: one URL that answers like AWS for every service the product uses.
+
+A WSGI layer in front of moto's server app owns the routes moto gets wrong (the async runtime, the
+endpoint lifecycle) and passes everything else through to moto unchanged.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import threading
+from pathlib import Path
+
+from cheroot import wsgi
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.server import DomainDispatcherApplication, create_backend_app
+
+from .. import __version__
+from .clock import Clock
+from .control_plane import OPERATIONS, ControlPlane
+from .invocation import parse_request
+from .notifications import Notifier
+from .objects import ObjectStore
+from .runtime import failure_location, output_location
+from .wire import AwsError, error_response, json_response, validation_error
+
+log = logging.getLogger(__name__)
+
+_ASYNC = re.compile(r"^/endpoints/([^/]+)/async-invocations/?$")
+_SYNC = re.compile(r"^/endpoints/([^/]+)/invocations/?$")
+_CONTROL = "/_mf_sm_async/"
+_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/")
+
+
+def _region(environ: dict) -> str:
+    match = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    return match.group(1) if match else os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def _read_body(environ: dict) -> bytes:
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    return environ["wsgi.input"].read(length) if length else b""
+
+
+class Emulator:
+    """Everything the daemon serves: moto's app plus our runtime and control plane."""
+
+    def __init__(self, state_dir: Path, *, time_scale: float = 1.0, account_id: str = DEFAULT_ACCOUNT_ID):
+        self.state_dir = Path(state_dir)
+        self.account_id = account_id
+        self.clock = Clock(time_scale)
+        self.store = ObjectStore(account_id)
+        self.control = ControlPlane(account_id=account_id, store=self.store, notifier=Notifier(account_id),
+                                    clock=self.clock, state_dir=self.state_dir)
+        self.moto = DomainDispatcherApplication(create_backend_app)
+
+    # WSGI ---------------------------------------------------------------------------------------
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        try:
+            if path.startswith(_CONTROL):
+                return self._control_api(path[len(_CONTROL):], method, start_response)
+            if method == "POST" and (match := _ASYNC.match(path)):
+                return self._invoke_async(match.group(1), environ, start_response)
+            if method == "POST" and (match := _SYNC.match(path)):
+                return self._invoke_sync(match.group(1), environ, start_response)
+            target = environ.get("HTTP_X_AMZ_TARGET", "")
+            if target.startswith("SageMaker.") and target.split(".", 1)[1] in OPERATIONS:
+                return self._sagemaker(target.split(".", 1)[1], environ, start_response)
+        except AwsError as error:
+            return error_response(start_response, error, "json" if "HTTP_X_AMZ_TARGET" in environ else "rest-json")
+        return self.moto(environ, start_response)
+
+    def _control_api(self, route: str, method: str, start_response):
+        if route == "health":
+            return json_response(start_response, 200, {"ok": True, "pid": os.getpid(), "version": __version__})
+        if route == "counts":
+            return json_response(start_response, 200, {
+                f"{region}/{name}": {
+                    "received": rt.counters.received, "processed": rt.counters.processed,
+                    "failed": rt.counters.failed, "expired": rt.counters.expired,
+                    "instances": rt.current_instances, "backlog": rt.backlog,
+                    "per_inference_id": dict(rt.counters.per_inference_id),
+                } for (region, name), rt in list(self.control.runtimes.items())})
+        raise AwsError("NotFound", f"no control route {route!r}", 404)
+
+    def _sagemaker(self, op: str, environ, start_response):
+        body = _read_body(environ)
+        params = json.loads(body or b"{}")
+
+        def call_moto() -> dict:
+            environ["wsgi.input"] = io.BytesIO(body)
+            environ["CONTENT_LENGTH"] = str(len(body))
+            captured = {}
+
+            def capture(status, headers, exc_info=None):
+                captured["status"] = int(status.split()[0])
+                return lambda data: None
+            data = b"".join(self.moto(environ, capture))
+            answer = json.loads(data or b"{}")
+            if captured["status"] >= 400:
+                raise AwsError(answer.get("__type", "ValidationError").split("#")[-1],
+                               answer.get("message") or answer.get("Message") or "", captured["status"])
+            return answer
+
+        return json_response(start_response, 200, self.control.handle(op, params, _region(environ), call_moto))
+
+    def _runtime(self, region: str, name: str):
+        runtime = self.control.runtime(region, name)
+        if runtime is None:
+            raise validation_error(f"Endpoint {name} of account {self.account_id} not found.")
+        return runtime
+
+    def _invoke_async(self, name: str, environ, start_response):
+        runtime = self._runtime(_region(environ), name)
+        if not runtime.settings.async_config:
+            raise validation_error(f"Endpoint {name} is not configured for asynchronous inference: its "
+                                   "endpoint config has no AsyncInferenceConfig. Use InvokeEndpoint.")
+        status = self.control.backend(runtime.settings.region).endpoints[name].endpoint_status
+        if status not in ("InService", "Updating"):
+            raise validation_error(f"Endpoint {name} is not in service (status {status}).")
+        request = parse_request(name, environ, _read_body(environ))
+        runtime.submit(request)
+        return json_response(start_response, 202, {"InferenceId": request.inference_id}, [
+            ("X-Amzn-SageMaker-OutputLocation", output_location(runtime.settings, request)),
+            ("X-Amzn-SageMaker-FailureLocation", failure_location(runtime.settings, request)),
+        ])
+
+    def _invoke_sync(self, name: str, environ, start_response):
+        runtime = self._runtime(_region(environ), name)
+        if runtime.settings.async_config:
+            raise validation_error(f"Endpoint {name} is an asynchronous inference endpoint: it accepts "
+                                   "only InvokeEndpointAsync.")
+        raise AwsError("ValidationError", "Real-time InvokeEndpoint is not emulated; use an endpoint "
+                       "config with AsyncInferenceConfig and InvokeEndpointAsync.")
+
+    def shutdown(self) -> None:
+        self.control.shutdown()
+
+
+class EmulatorServer:
+    """The emulator served on 127.0.0.1 by cheroot's thread pool (faster than werkzeug here)."""
+
+    def __init__(self, emulator: Emulator, host: str = "127.0.0.1", port: int = 0, threads: int = 48):
+        self.emulator = emulator
+        self._server = wsgi.Server((host, port), emulator, numthreads=threads, request_queue_size=256,
+                                   timeout=60, server_name="mf-sm-async-emulator")
+        self._server.prepare()
+        self.host, self.port = self._server.bind_addr[:2]
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def serve_forever(self) -> None:
+        self._server.serve()
+
+    def start_in_thread(self) -> "EmulatorServer":
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True, name="emulator-http")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.emulator.shutdown()
+        self._server.stop()
