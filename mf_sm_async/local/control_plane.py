@@ -50,9 +50,9 @@ def validate_endpoint_config(params: dict) -> None:
             raise _constraint(instance_type, f"productionVariants.{n}.member.instanceType",
                               "Member must be an ML instance type such as ml.m5.large or ml.g5.xlarge")
         count = variant.get("InitialInstanceCount")
-        if count is not None and not 0 <= int(count) <= 1000:
+        if count is not None and not 1 <= int(count) <= 1000:
             raise _constraint(count, f"productionVariants.{n}.member.initialInstanceCount",
-                              "Member must have value between 0 and 1000")
+                              "Member must have value between 1 and 1000")
     config = params.get("AsyncInferenceConfig")
     if config is None:
         return

@@ -51,6 +51,8 @@ class EndpointSettings:
 
     @property
     def notification(self) -> dict:
+        if not self.async_config:
+            return {}
         return self.async_config["OutputConfig"].get("NotificationConfig") or {}
 
 

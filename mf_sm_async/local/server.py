@@ -73,6 +73,10 @@ class Emulator:
                 return self._sagemaker(target.split(".", 1)[1], environ, start_response)
         except AwsError as error:
             return error_response(start_response, error, "json" if "HTTP_X_AMZ_TARGET" in environ else "rest-json")
+        except Exception as exc:  # a bug of ours: answer as AWS does (500 InternalFailure), keep the trace
+            log.exception("internal failure on %s %s", method, path)
+            return error_response(start_response, AwsError("InternalFailure", f"{type(exc).__name__}: {exc}", 500),
+                                  "json" if "HTTP_X_AMZ_TARGET" in environ else "rest-json")
         return self.moto(environ, start_response)
 
     def _control_api(self, route: str, method: str, start_response):
