@@ -100,6 +100,8 @@ def unpack_model(tar_path: str | os.PathLike, dest_dir: str | os.PathLike) -> Pa
         with tarfile.open(tar_path, "r:*") as tar:
             members = tar.getmembers()
             for member in members:  # check all first so a bad archive leaves nothing behind
+                if member.name.startswith("/"):  # the data filter would strip the "/"; refuse instead
+                    raise tarfile.AbsolutePathError(member)
                 tarfile.data_filter(member, str(dest))
             tar.extractall(dest, members=members, filter="data")
     except tarfile.FilterError as exc:

@@ -13,7 +13,7 @@ import json
 import re
 import threading
 
-from moto.sagemaker.models import FakeEndpointConfig, sagemaker_backends
+from moto.sagemaker.models import sagemaker_backends
 
 from .runtime import DEFAULT_MAX_CONCURRENT, EndpointRuntime, EndpointSettings
 from .wire import AwsError, validation_error
@@ -26,13 +26,6 @@ INCLUDE_VALUES = {"SUCCESS_NOTIFICATION_TOPIC", "ERROR_NOTIFICATION_TOPIC"}
 
 OPERATIONS = {"CreateEndpointConfig", "CreateEndpoint", "DescribeEndpoint", "UpdateEndpoint",
               "UpdateEndpointWeightsAndCapacities", "DeleteEndpoint"}
-
-
-def _accept_instance_type(self, instance_type: str) -> None:
-    """moto's enum of instance types is years old; the shape check in this module replaces it."""
-
-
-FakeEndpointConfig.validate_instance_type = _accept_instance_type
 
 
 def _constraint(value, field: str, rule: str) -> AwsError:

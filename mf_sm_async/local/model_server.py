@@ -26,6 +26,7 @@ loaded; 4 the port could not be bound. On 3 and 4 the last stderr line is
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.server
 import importlib
 import inspect
@@ -56,14 +57,12 @@ class UnsupportedFormatError(ModelError):
     status = 415
 
 
+@dataclasses.dataclass(frozen=True)
 class RequestContext:
     """The optional trailing ``context`` argument of the handler functions."""
 
-    __slots__ = ("custom_attributes", "request_headers")
-
-    def __init__(self, custom_attributes: str | None, request_headers: dict[str, str]):
-        self.custom_attributes = custom_attributes
-        self.request_headers = request_headers
+    custom_attributes: str | None  # the X-Amzn-SageMaker-Custom-Attributes header, verbatim
+    request_headers: dict[str, str]  # every request header, names as the client sent them
 
 
 def _media_type(content_type: str | None) -> str:
@@ -185,14 +184,10 @@ class Handler:
         if isinstance(result, tuple) and len(result) == 2:
             result, response_type = result
         if isinstance(result, str):
-            result = result.encode("utf-8")
-        elif isinstance(result, (bytearray, memoryview)):
-            result = bytes(result)
-        elif not isinstance(result, bytes):
-            raise ModelError(
-                f"the handler returned {type(result).__name__}; expected bytes, str or (body, content_type)"
-            )
-        return result, response_type
+            return result.encode("utf-8"), response_type
+        if isinstance(result, (bytes, bytearray, memoryview)):
+            return bytes(result), response_type
+        raise ModelError(f"the handler returned {type(result).__name__}; expected bytes, str or (body, content_type)")
 
 
 def error_body(exc: BaseException) -> bytes:
@@ -245,7 +240,7 @@ def _request_handler_class(handler: Handler):
             except Exception as exc:
                 traceback.print_exception(exc, file=sys.stderr)
                 sys.stderr.flush()
-                self._reply(getattr(exc, "status", 500), error_body(exc))
+                self._reply(exc.status if isinstance(exc, UnsupportedFormatError) else 500, error_body(exc))
                 return
             self._reply(200, out, out_type)
 
@@ -261,10 +256,9 @@ def _exit_with_parent(interval: float = 0.5) -> None:
     parent = os.getppid()
 
     def watch():
-        while True:
+        while os.getppid() == parent:
             time.sleep(interval)
-            if os.getppid() != parent:
-                os._exit(0)
+        os._exit(0)  # no cleanup: the daemon that owned this instance is gone
 
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 

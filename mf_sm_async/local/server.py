@@ -19,6 +19,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.server import DomainDispatcherApplication, create_backend_app
 
 from .. import __version__
+from . import moto_patches
 from .clock import Clock
 from .control_plane import OPERATIONS, ControlPlane
 from .invocation import parse_request
@@ -49,6 +50,7 @@ class Emulator:
     """Everything the daemon serves: moto's app plus our runtime and control plane."""
 
     def __init__(self, state_dir: Path, *, time_scale: float = 1.0, account_id: str = DEFAULT_ACCOUNT_ID):
+        moto_patches.apply()
         self.state_dir = Path(state_dir)
         self.account_id = account_id
         self.clock = Clock(time_scale)

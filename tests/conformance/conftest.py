@@ -103,41 +103,46 @@ def upload_model(clients: Clients, bucket: str, model: str, tmp_path: Path) -> s
     return f"s3://{bucket}/models/{model}/model.tar.gz"
 
 
+def create_deployment(clients: Clients, tmp_path: Path, model: str = "behaviours", *, max_concurrent: int = 4,
+                      instances: int = 1, include_response: tuple[str, ...] = (), failure_path: bool = True,
+                      wait: bool = True, async_config: bool = True) -> Deployment:
+    """Deploy a test model the way AWS's async inference guide does it, in plain boto3."""
+    name = f"ep-{uuid.uuid4().hex[:10]}"
+    bucket = make_bucket(clients)
+    model_url = upload_model(clients, bucket, model, tmp_path)
+    success = clients.sns.create_topic(Name=f"{name}-ok")["TopicArn"]
+    error = clients.sns.create_topic(Name=f"{name}-err")["TopicArn"]
+    queue = clients.sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = clients.sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    for topic in (success, error):
+        clients.sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    clients.sagemaker.create_model(ModelName=name, ExecutionRoleArn=ROLE,
+                                   PrimaryContainer={"Image": IMAGE, "ModelDataUrl": model_url})
+    output = {"S3OutputPath": f"s3://{bucket}/out",
+              "NotificationConfig": {"SuccessTopic": success, "ErrorTopic": error,
+                                     "IncludeInferenceResponseIn": list(include_response)}}
+    if failure_path:
+        output["S3FailurePath"] = f"s3://{bucket}/failures"
+    extra = {"AsyncInferenceConfig": {"ClientConfig": {"MaxConcurrentInvocationsPerInstance": max_concurrent},
+                                      "OutputConfig": output}} if async_config else {}
+    clients.sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.g5.xlarge",
+        "InitialInstanceCount": instances}], **extra)
+    clients.sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    if wait:
+        clients.sagemaker.get_waiter("endpoint_in_service").wait(
+            EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    return Deployment(name, bucket, queue, success, error, clients)
+
+
 @pytest.fixture
 def deploy(clients, tmp_path):
-    """Deploy a test model the way AWS's async inference guide does it, in plain boto3."""
     made = []
 
-    def _deploy(model: str = "behaviours", *, max_concurrent: int = 4, instances: int = 1,
-                include_response: tuple[str, ...] = (), failure_path: bool = True, wait: bool = True,
-                async_config: bool = True) -> Deployment:
-        name = f"ep-{uuid.uuid4().hex[:10]}"
-        bucket = make_bucket(clients)
-        model_url = upload_model(clients, bucket, model, tmp_path)
-        success = clients.sns.create_topic(Name=f"{name}-ok")["TopicArn"]
-        error = clients.sns.create_topic(Name=f"{name}-err")["TopicArn"]
-        queue = clients.sqs.create_queue(QueueName=name)["QueueUrl"]
-        arn = clients.sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        for topic in (success, error):
-            clients.sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
-        clients.sagemaker.create_model(ModelName=name, ExecutionRoleArn=ROLE,
-                                       PrimaryContainer={"Image": IMAGE, "ModelDataUrl": model_url})
-        output = {"S3OutputPath": f"s3://{bucket}/out",
-                  "NotificationConfig": {"SuccessTopic": success, "ErrorTopic": error,
-                                         "IncludeInferenceResponseIn": list(include_response)}}
-        if failure_path:
-            output["S3FailurePath"] = f"s3://{bucket}/failures"
-        extra = {"AsyncInferenceConfig": {"ClientConfig": {"MaxConcurrentInvocationsPerInstance": max_concurrent},
-                                          "OutputConfig": output}} if async_config else {}
-        clients.sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-            "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.g5.xlarge",
-            "InitialInstanceCount": instances}], **extra)
-        clients.sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
-        made.append(name)
-        if wait:
-            clients.sagemaker.get_waiter("endpoint_in_service").wait(
-                EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
-        return Deployment(name, bucket, queue, success, error, clients)
+    def _deploy(model: str = "behaviours", **options) -> Deployment:
+        dep = create_deployment(clients, tmp_path, model, **options)
+        made.append(dep.name)
+        return dep
 
     yield _deploy
     for name in made:

@@ -1,0 +1,43 @@
+"""The few places where the emulator changes moto itself, all here, applied once by the daemon.
+
+- SageMaker: moto checks InstanceType against a years-old enum (no ml.g5 / ml.g6 / ml.inf2 ...); the
+  control plane checks the instance type's shape instead (:mod:`.control_plane`), so moto's enum check is
+  switched off.
+- SQS: moto computes "now" through naive datetimes on every visibility check, and SendMessage computes all
+  queue attributes (an O(messages) scan), so each SNS -> SQS delivery cost milliseconds once a queue held a
+  few thousand notifications. The same epoch milliseconds from ``time.time()`` make that scan ~20x cheaper.
+"""
+
+from __future__ import annotations
+
+import time
+
+import moto.sqs.models as sqs_models
+from moto.sagemaker.models import FakeEndpointConfig
+
+_applied = False
+
+
+def _accept_any_instance_type(self, instance_type: str) -> None:
+    pass
+
+
+def _unix_time(dt=None) -> float:
+    return time.time() if dt is None else _moto_unix_time(dt)
+
+
+def _unix_time_millis(dt=None) -> float:
+    return _unix_time(dt) * 1000.0
+
+
+_moto_unix_time = sqs_models.unix_time
+
+
+def apply() -> None:
+    global _applied
+    if _applied:
+        return
+    FakeEndpointConfig.validate_instance_type = _accept_any_instance_type
+    sqs_models.unix_time = _unix_time
+    sqs_models.unix_time_millis = _unix_time_millis
+    _applied = True
