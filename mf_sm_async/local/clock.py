@@ -1,30 +1,26 @@
 """Emulated time: the waiting periods the emulator imposes run ``time_scale`` times faster.
 
-``time_scale`` divides RequestTTLSeconds and (later) cool-downs and alarm periods, so tests see
-expiry and scaling in seconds. InvocationTimeoutSeconds measures the model's own work and is never
-scaled: a model that sleeps 3 s against a 1 s timeout times out at any scale.
+``time_scale`` divides RequestTTLSeconds (and, with autoscaling, cool-downs and alarm periods), so tests
+see expiry in seconds. InvocationTimeoutSeconds measures the model's own work and is never scaled: a
+model that sleeps 3 s against a 1 s timeout times out at any scale.
 """
 
 from __future__ import annotations
 
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
 @dataclass
 class Clock:
     time_scale: float = 1.0
-    _monotonic: callable = field(default=time.monotonic, repr=False)
+    monotonic: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def now(self) -> float:
         """Real monotonic seconds."""
-        return self._monotonic()
+        return self.monotonic()
 
     def emulated(self, seconds: float) -> float:
         """Real seconds that pass for ``seconds`` of emulated waiting time."""
         return seconds / self.time_scale
-
-    def wait(self, event: threading.Event, seconds: float) -> bool:
-        """Wait on ``event`` for ``seconds`` real seconds; True if it was set."""
-        return event.wait(seconds)

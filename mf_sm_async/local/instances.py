@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -39,10 +40,7 @@ class ModelResponse:
     content_type: str | None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+_LISTENING = re.compile(rb"model server listening on http://127\.0\.0\.1:(\d+) pid=(\d+)")
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -63,13 +61,13 @@ class Instance:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.port = _free_port()
+        """Start the process on a port it picks itself (no race for a free port); see wait_ready."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "mf_sm_async.local.model_server",
-                 "--model-dir", str(self.model_dir), "--port", str(self.port)],
+                 "--model-dir", str(self.model_dir), "--port", "0"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 cwd=str(self.model_dir),
             )
@@ -80,6 +78,11 @@ class Instance:
             if self.process.poll() is not None:
                 raise InstanceFailed(f"model server exited with code {self.process.returncode}:\n"
                                      f"{tail(self.log_path)}")
+            if not self.port:
+                self.port = self._listening_port()
+                if not self.port:
+                    time.sleep(0.05)
+                    continue
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                 conn.request("GET", "/ping")
@@ -90,6 +93,17 @@ class Instance:
             time.sleep(0.05)
         self.stop()
         raise InstanceFailed(f"model server did not answer /ping within {timeout:.0f}s:\n{tail(self.log_path)}")
+
+    def _listening_port(self) -> int:
+        """The port from the model server's first log line, once it has written it."""
+        try:
+            with open(self.log_path, "rb") as log:
+                for match in _LISTENING.finditer(log.read()):
+                    if int(match.group(2)) == self.process.pid:
+                        return int(match.group(1))
+        except OSError:
+            pass
+        return 0
 
     @property
     def alive(self) -> bool:

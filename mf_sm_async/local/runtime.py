@@ -91,6 +91,7 @@ class EndpointRuntime:
         self._cond = threading.Condition()
         self._instances: list[Instance] = []
         self._stopping = threading.Event()
+        self._model_lock = threading.Lock()
         self.desired = settings.initial_instances
         self.counters = Counters()
         self._sweeper = threading.Thread(target=self._expire_loop, daemon=True,
@@ -107,7 +108,10 @@ class EndpointRuntime:
 
     def _model_dir(self) -> Path:
         """The model.tar.gz of the model, unpacked once per endpoint settings (like /opt/ml/model)."""
-        url = self.settings.model_data_url
+        with self._model_lock:
+            return self._unpack_model_once(self.settings.model_data_url)
+
+    def _unpack_model_once(self, url: str | None) -> Path:
         target = self.work_dir / "model" / hashlib.sha256((url or "").encode()).hexdigest()[:16]
         if (target / ".unpacked").exists():
             return target
