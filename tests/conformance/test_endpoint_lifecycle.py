@@ -53,6 +53,7 @@ def test_creating_then_in_service_with_async_config_returned_intact(deploy, clie
     assert config["ClientConfig"] == {"MaxConcurrentInvocationsPerInstance": 7}
     assert config["OutputConfig"]["S3OutputPath"] == f"s3://{dep.bucket}/out"
     assert config["OutputConfig"]["NotificationConfig"]["SuccessTopic"] == dep.success_topic
+    assert clients.sagemaker.describe_endpoint_config(EndpointConfigName=dep.name)["AsyncInferenceConfig"] == config
     [variant] = described["ProductionVariants"]
     assert variant["CurrentInstanceCount"] == 1 and variant["DesiredInstanceCount"] == 1
     listed = {e["EndpointName"]: e["EndpointStatus"] for e in clients.sagemaker.list_endpoints()["Endpoints"]}
