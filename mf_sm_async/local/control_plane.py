@@ -15,7 +15,8 @@ import threading
 
 from moto.sagemaker.models import sagemaker_backends
 
-from .runtime import DEFAULT_MAX_CONCURRENT, EndpointRuntime, EndpointSettings
+from .results import DEFAULT_MAX_CONCURRENT, EndpointSettings, ResultWriter
+from .runtime import EndpointRuntime
 from .wire import AwsError, validation_error
 
 ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -79,10 +80,11 @@ def validate_endpoint_config(params: dict) -> None:
 class ControlPlane:
     """The runtimes of all endpoints, keyed by (region, endpoint name)."""
 
-    def __init__(self, *, account_id, store, notifier, clock, state_dir):
+    def __init__(self, *, account_id, store, notifier, writer: ResultWriter, clock, state_dir):
         self.account_id = account_id
         self.store = store
         self.notifier = notifier
+        self.writer = writer
         self.clock = clock
         self.state_dir = state_dir
         self.runtimes: dict[tuple[str, str], EndpointRuntime] = {}
@@ -115,7 +117,8 @@ class ControlPlane:
                 raise validation_error(f'Cannot create already existing endpoint "{arn}".')
             response = call_moto()
             settings = self._settings(region, name, params["EndpointConfigName"])
-            runtime = EndpointRuntime(settings, store=self.store, notifier=self.notifier, clock=self.clock,
+            runtime = EndpointRuntime(settings, store=self.store, writer=self.writer, notifier=self.notifier,
+                                      clock=self.clock,
                                       work_dir=self.state_dir / "endpoints" / region / name,
                                       on_status=self._status_writer(region, name))
             self.runtimes[(region, name)] = runtime
@@ -140,7 +143,7 @@ class ControlPlane:
         )
 
     def _status_writer(self, region: str, name: str):
-        def write(status, reason, current, desired):
+        def write(status, reason):
             endpoint = self.backend(region).endpoints.get(name)
             if endpoint is None:
                 return

@@ -1,9 +1,11 @@
-"""The asynchronous runtime of one endpoint: its queue, its instances and their workers.
+"""The asynchronous runtime of one endpoint: its queue, its fleet of instances and their workers.
 
 Each instance is a model-server process with ``MaxConcurrentInvocationsPerInstance`` worker threads
 in the daemon; a worker takes the oldest queued request, reads its payload (inline or from S3), POSTs
-it to its instance, writes the result to S3OutputPath (or the error to S3FailurePath) and publishes
-the SNS notification. Requests that wait longer than RequestTTLSeconds expire to the failure path.
+it to its instance and hands the outcome to :class:`ResultWriter`. Requests that wait longer than
+RequestTTLSeconds expire to the failure path. The fleet follows ``desired``: new instances start,
+surplus ones drain (finish what they hold) before they stop, dead ones are replaced and the request
+a dead one held is retried once elsewhere.
 """
 
 from __future__ import annotations
@@ -19,54 +21,14 @@ from pathlib import Path
 from .clock import Clock
 from .instances import Instance, InstanceFailed, InstanceGone, InvocationTimedOut, tail
 from .invocation import AsyncRequest, parse_s3_uri
-from .notifications import Notifier, inference_message, iso_now, test_message
+from .notifications import Notifier, iso_now, test_message
 from .objects import ObjectNotFound, ObjectStore
+from .results import EndpointSettings, ResultWriter
 from .wire import AwsError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_CONCURRENT = 4  # AWS picks a default when ClientConfig is absent; we document 4
-
-
-@dataclass
-class EndpointSettings:
-    """What an endpoint config says, reduced to what the runtime needs."""
-    region: str
-    endpoint_name: str
-    variant_name: str
-    initial_instances: int
-    model_data_url: str | None
-    model_env: dict
-    async_config: dict | None
-    max_concurrent: int = DEFAULT_MAX_CONCURRENT
-
-    @property
-    def output_path(self) -> str:
-        return self.async_config["OutputConfig"]["S3OutputPath"]
-
-    @property
-    def failure_path(self) -> str:
-        out = self.async_config["OutputConfig"]
-        return out.get("S3FailurePath") or out["S3OutputPath"]
-
-    @property
-    def notification(self) -> dict:
-        if not self.async_config:
-            return {}
-        return self.async_config["OutputConfig"].get("NotificationConfig") or {}
-
-
-def join_s3(base: str, *parts: str | None) -> str:
-    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts if p)])
-
-
-def output_location(settings: EndpointSettings, request: AsyncRequest) -> str:
-    return join_s3(settings.output_path, request.output_path_extension,
-                   request.filename or f"{request.inference_id}.out")
-
-
-def failure_location(settings: EndpointSettings, request: AsyncRequest) -> str:
-    return join_s3(settings.failure_path, request.output_path_extension, f"{request.inference_id}-error.out")
+DRAIN_SECONDS = 3600  # an instance being scaled in finishes its requests (InvocationTimeoutSeconds <= 3600)
 
 
 @dataclass
@@ -75,140 +37,69 @@ class Counters:
     processed: int = 0
     failed: int = 0
     expired: int = 0
+    instance_deaths: int = 0
     per_inference_id: collections.Counter = field(default_factory=collections.Counter)
 
 
 class EndpointRuntime:
-    def __init__(self, settings: EndpointSettings, *, store: ObjectStore, notifier: Notifier,
-                 clock: Clock, work_dir: Path, on_status):
+    def __init__(self, settings: EndpointSettings, *, store: ObjectStore, writer: ResultWriter,
+                 notifier: Notifier, clock: Clock, work_dir: Path, on_status):
         self.settings = settings
         self.store = store
+        self.writer = writer
         self.notifier = notifier
         self.clock = clock
         self.work_dir = work_dir
-        self._on_status = on_status  # callable(status, failure_reason, current, desired)
+        self._on_status = on_status  # callable(status, failure_reason)
         self._queue: collections.deque[AsyncRequest] = collections.deque()
         self._cond = threading.Condition()
         self._instances: list[Instance] = []
+        self._in_flight: collections.Counter[Instance] = collections.Counter()
         self._stopping = threading.Event()
         self._model_lock = threading.Lock()
+        self._scale_lock = threading.Lock()
+        self.failed = False
         self.desired = settings.initial_instances
         self.counters = Counters()
-        self._sweeper = threading.Thread(target=self._expire_loop, daemon=True,
-                                         name=f"expire-{settings.endpoint_name}")
 
     # lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         """Bring up the initial instances in the background: Creating -> InService or Failed."""
-        self._report("Creating")
-        threading.Thread(target=self._start_instances, args=(self.desired, "InService"), daemon=True,
-                         name=f"create-{self.settings.endpoint_name}").start()
-        self._sweeper.start()
-        self._publish_test_notifications()
-
-    def _model_dir(self) -> Path:
-        """The model.tar.gz of the model, unpacked once per endpoint settings (like /opt/ml/model)."""
-        with self._model_lock:
-            return self._unpack_model_once(self.settings.model_data_url)
-
-    def _unpack_model_once(self, url: str | None) -> Path:
-        target = self.work_dir / "model" / hashlib.sha256((url or "").encode()).hexdigest()[:16]
-        if (target / ".unpacked").exists():
-            return target
-        if not url:
-            raise InstanceFailed("the model has no ModelDataUrl: the emulator serves a model.tar.gz "
-                                 "holding code/inference.py")
-        try:
-            bucket, key = parse_s3_uri(url, "ModelDataUrl")
-            data, _ = self.store.get(bucket, key)
-        except (ObjectNotFound, AwsError) as exc:
-            raise InstanceFailed(f"Could not download model data from {url}: {exc}") from None
-        from ..model import unpack_model
-
-        archive = self.work_dir / "model.tar.gz"
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        archive.write_bytes(data)
-        try:
-            unpack_model(archive, target)
-        except Exception as exc:
-            raise InstanceFailed(f"Could not unpack model data from {url}: {exc}") from None
-        finally:
-            archive.unlink(missing_ok=True)
-        (target / ".unpacked").touch()
-        return target
-
-    def _start_instances(self, count: int, then_status: str) -> None:
-        try:
-            started = [self._launch() for _ in range(count)]
-        except InstanceFailed as exc:
-            if not self._stopping.is_set():
-                self._report("Failed", f"The primary container for production variant "
-                             f"{self.settings.variant_name} did not pass the ping health check. "
-                             f"Last lines of its log:\n{exc}")
-            return
-        with self._cond:
-            self._instances.extend(started)
-        for instance in started:
-            self._start_workers(instance)
-        self._report(then_status)
-
-    def _launch(self) -> Instance:
-        instance = Instance(self._model_dir(), self.work_dir / "logs", self.settings.model_env)
-        instance.start()
-        instance.wait_ready()
-        return instance
-
-    def _start_workers(self, instance: Instance) -> None:
-        for n in range(self.settings.max_concurrent):
-            threading.Thread(target=self._worker, args=(instance,), daemon=True,
-                             name=f"{instance.instance_id}-w{n}").start()
+        self._on_status("Creating", None)
+        threading.Thread(target=self._reconcile, daemon=True, name=f"create-{self.settings.endpoint_name}").start()
+        threading.Thread(target=self._expire_loop, daemon=True, name=f"expire-{self.settings.endpoint_name}").start()
+        note = self.settings.notification
+        for topic in {note.get("SuccessTopic"), note.get("ErrorTopic")} - {None}:
+            self.notifier.publish(topic, test_message(self.settings.region, self.settings.endpoint_name))
 
     def set_desired(self, count: int) -> None:
-        """UpdateEndpointWeightsAndCapacities: Updating, start or stop instances, InService."""
+        """UpdateEndpointWeightsAndCapacities or a scaling policy: Updating until the fleet matches."""
+        if self._stopping.is_set():
+            return
         self.desired = count
-        self._report("Updating")
-        with self._cond:
-            surplus = self._instances[count:]
-            del self._instances[count:]
-            missing = count - len(self._instances)
-            self._cond.notify_all()
-        for instance in surplus:
-            instance.stop()
-        if missing > 0:
-            threading.Thread(target=self._start_instances, args=(missing, "InService"), daemon=True).start()
-        else:
-            self._report("InService")
+        self._on_status("Updating", None)
+        threading.Thread(target=self._reconcile, daemon=True, name=f"scale-{self.settings.endpoint_name}").start()
 
     def replace_settings(self, settings: EndpointSettings) -> None:
-        """UpdateEndpoint: new instances from the new config take over, old ones stop."""
-        self._report("Updating")
-        old_settings, self.settings = self.settings, settings
-        try:
-            fresh = [self._launch() for _ in range(settings.initial_instances)]
-        except InstanceFailed as exc:
-            self.settings = old_settings
-            self._report("InService", f"UpdateEndpoint failed: {exc}")
-            return
-        with self._cond:
-            old, self._instances = self._instances, fresh
-            self.desired = len(fresh)
-            self._cond.notify_all()
-        for instance in fresh:
-            self._start_workers(instance)
-        for instance in old:
-            instance.stop()
-        self._report("InService")
-
-    def _replace(self, instance: Instance) -> None:
-        """A dead instance leaves the fleet (its workers stop) and a new one is started in its place."""
-        with self._cond:
-            if instance not in self._instances:
-                return  # another worker of the same instance got here first
-            self._instances.remove(instance)
-            self._cond.notify_all()
-        log.warning("instance %s of %s died; replacing it", instance.instance_id, self.settings.endpoint_name)
-        if not self._stopping.is_set() and len(self._instances) < self.desired:
-            threading.Thread(target=self._start_instances, args=(1, "InService"), daemon=True).start()
+        """UpdateEndpoint: instances of the new config take over, the old ones drain and stop."""
+        self._on_status("Updating", None)
+        with self._scale_lock:
+            old_settings, self.settings = self.settings, settings
+            try:
+                fresh = self._launch_many(settings.initial_instances)
+            except InstanceFailed as exc:
+                self.settings = old_settings
+                self._on_status("InService", f"UpdateEndpoint failed: {exc}")
+                return
+            with self._cond:
+                old, self._instances = self._instances, fresh
+                self.desired = len(fresh)
+                self._cond.notify_all()
+            for instance in fresh:
+                self._start_workers(instance)
+            for instance in old:
+                self._drain_and_stop(instance)
+        self._on_status("InService", None)
 
     def stop(self) -> None:
         """DeleteEndpoint: stop every instance; queued requests are dropped, as on AWS."""
@@ -221,16 +112,140 @@ class EndpointRuntime:
             instance.stop()
         shutil.rmtree(self.work_dir / "model", ignore_errors=True)
 
+    # the fleet -------------------------------------------------------------------------------
+    def _reconcile(self) -> None:
+        """Start or drain instances until the fleet has ``desired`` of them, then report the status."""
+        with self._scale_lock:
+            if self._stopping.is_set():
+                return
+            with self._cond:
+                serving = [i for i in self._instances if i.alive]
+                surplus = sorted(serving, key=lambda i: self._in_flight[i])[:max(0, len(serving) - self.desired)]
+                self._instances = [i for i in serving if i not in surplus]
+                missing = self.desired - len(self._instances)
+                self._cond.notify_all()
+            for instance in surplus:
+                threading.Thread(target=self._drain_and_stop, args=(instance,), daemon=True).start()
+            try:
+                fresh = self._launch_many(missing)
+            except InstanceFailed as exc:
+                if not self._stopping.is_set():
+                    self.failed = not self._instances
+                    reason = (f"The primary container for production variant {self.settings.variant_name} "
+                              f"did not pass the ping health check. Last lines of its log:\n{exc}")
+                    self._on_status("Failed" if self.failed else "InService", reason)
+                return
+            with self._cond:
+                self._instances.extend(fresh)
+                self._cond.notify_all()
+            for instance in fresh:
+                self._start_workers(instance)
+        if not self._stopping.is_set() and self.desired == self.current_instances:
+            self._on_status("InService", None)
+
+    def _launch_many(self, count: int) -> list[Instance]:
+        """Start ``count`` instances in parallel (as AWS does); all or none."""
+        if count <= 0:
+            return []
+        model_dir = self._model_dir()
+        instances = [Instance(model_dir, self.work_dir / "logs", self.settings.model_env) for _ in range(count)]
+        for instance in instances:
+            instance.start()
+        errors = []
+        for instance in instances:
+            try:
+                instance.wait_ready()
+            except InstanceFailed as exc:
+                errors.append(exc)
+        if errors:
+            for instance in instances:
+                instance.stop()
+            raise errors[0]
+        return instances
+
+    def _drain_and_stop(self, instance: Instance) -> None:
+        deadline = self.clock.now() + DRAIN_SECONDS
+        with self._cond:
+            while self._in_flight[instance] and self.clock.now() < deadline and instance.alive:
+                self._cond.wait(0.2)
+        instance.stop()
+
+    def check_health(self) -> None:
+        """Replace instances whose process died while idle (a busy one is noticed by its worker)."""
+        with self._cond:
+            dead = [i for i in self._instances if not i.alive]
+        for instance in dead:
+            self._replace(instance)
+
+    def _replace(self, instance: Instance) -> None:
+        with self._cond:
+            if instance not in self._instances:
+                return  # another worker of the same instance got here first
+            self._instances.remove(instance)
+            self.counters.instance_deaths += 1
+            self._cond.notify_all()
+        log.warning("instance %s of %s died; replacing it", instance.instance_id, self.settings.endpoint_name)
+        if not self._stopping.is_set():
+            threading.Thread(target=self._reconcile, daemon=True).start()
+
+    def _start_workers(self, instance: Instance) -> None:
+        for n in range(self.settings.max_concurrent):
+            threading.Thread(target=self._worker, args=(instance,), daemon=True,
+                             name=f"{instance.instance_id}-w{n}").start()
+
+    def _model_dir(self) -> Path:
+        """The model.tar.gz of the model, unpacked once per endpoint settings (like /opt/ml/model)."""
+        with self._model_lock:
+            return self._unpack_model_once(self.settings.model_data_url)
+
+    def _unpack_model_once(self, url: str | None) -> Path:
+        from ..model import unpack_model
+
+        target = self.work_dir / "model" / hashlib.sha256((url or "").encode()).hexdigest()[:16]
+        if (target / ".unpacked").exists():
+            return target
+        if not url:
+            raise InstanceFailed("the model has no ModelDataUrl: the emulator serves a model.tar.gz "
+                                 "holding code/inference.py")
+        try:
+            bucket, key = parse_s3_uri(url, "ModelDataUrl")
+            data, _ = self.store.get(bucket, key)
+        except (ObjectNotFound, AwsError) as exc:
+            raise InstanceFailed(f"Could not download model data from {url}: {exc}") from None
+        archive = self.work_dir / "model.tar.gz"
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        archive.write_bytes(data)
+        try:
+            unpack_model(archive, target)
+        except Exception as exc:
+            raise InstanceFailed(f"Could not unpack model data from {url}: {exc}") from None
+        finally:
+            archive.unlink(missing_ok=True)
+        (target / ".unpacked").touch()
+        return target
+
+    # what CloudWatch and DescribeEndpoint see ---------------------------------------------------
     @property
     def current_instances(self) -> int:
         return sum(1 for i in self._instances if i.alive)
 
     @property
-    def backlog(self) -> int:
+    def queued(self) -> int:
         return len(self._queue)
 
-    def _report(self, status: str, reason: str | None = None) -> None:
-        self._on_status(status, reason, self.current_instances, self.desired)
+    @property
+    def backlog(self) -> int:
+        """Queued plus being processed, as ApproximateBacklogSize counts them."""
+        return len(self._queue) + sum(self._in_flight.values())
+
+    def oldest_age(self) -> float:
+        """Emulated seconds the oldest queued request has waited."""
+        with self._cond:
+            oldest = self._queue[0].received_at if self._queue else None
+        return 0.0 if oldest is None else (self.clock.now() - oldest) * self.clock.time_scale
+
+    def instance_pids(self) -> list[int]:
+        return [i.process.pid for i in self._instances if i.alive]
 
     # requests --------------------------------------------------------------------------------
     def submit(self, request: AsyncRequest) -> None:
@@ -249,7 +264,15 @@ class EndpointRuntime:
                 self._cond.wait(0.5)
             if instance not in self._instances:
                 return None
+            self._in_flight[instance] += 1
             return self._queue.popleft()
+
+    def _done(self, instance: Instance) -> None:
+        with self._cond:
+            self._in_flight[instance] -= 1
+            if not self._in_flight[instance]:
+                del self._in_flight[instance]
+            self._cond.notify_all()
 
     def _expired(self, request: AsyncRequest) -> bool:
         return self.clock.now() - request.received_at > self.clock.emulated(request.ttl_seconds)
@@ -264,8 +287,8 @@ class EndpointRuntime:
                 self._expire(request)
 
     def _expire(self, request: AsyncRequest) -> None:
-        self.counters.expired += 1
-        self._fail(request, b"Request expired: it was not processed within its RequestTTLSeconds "
+        self.counters.expired += 1  # ExpiredRequests, not InvocationFailures
+        self.writer.fail(self.settings, request, b"Request expired: it was not processed within its RequestTTLSeconds "
                    b"(%d s)" % request.ttl_seconds,
                    f"ClientError: Request expired after RequestTTLSeconds ({request.ttl_seconds}s) "
                    "before a worker was available.")
@@ -277,24 +300,26 @@ class EndpointRuntime:
             if request is None:
                 conn.close()
                 return
-            if self._expired(request):
-                self._expire(request)
-                continue
             try:
-                self._process(instance, conn, request)
+                if self._expired(request):
+                    self._expire(request)
+                else:
+                    self._process(instance, conn, request)
             except InstanceGone as exc:
                 conn = instance.connect()
                 self._instance_lost(instance, request, exc)
             except Exception as exc:  # never let a worker die with a request in hand
                 log.exception("request %s failed inside the emulator", request.inference_id)
                 self._fail(request, f"InternalFailure: {exc}".encode(), f"ServerError: {exc}")
+            finally:
+                self._done(instance)
 
     def _instance_lost(self, instance: Instance, request: AsyncRequest, exc: Exception) -> None:
         if not instance.alive:
             self._replace(instance)
         if request.attempts < 2:
             with self._cond:
-                self._queue.appendleft(request)  # retried on a healthy instance
+                self._queue.appendleft(request)  # retried once, on a healthy instance
                 self._cond.notify()
             return
         self._fail(request, f"The model server process died while processing the request: {exc}\n"
@@ -327,51 +352,17 @@ class EndpointRuntime:
                        f"ClientError: Request timed out after InvocationTimeoutSeconds "
                        f"({request.invocation_timeout_seconds}s).")
             return
-        if response.status == 200:
-            self._succeed(request, response.body, response.content_type)
-        else:
+        if response.status != 200:
             first = response.body.decode("utf-8", "replace").strip().splitlines()[:1]
             self._fail(request, response.body,
                        f"ClientError: Received server error ({response.status}) from primary with "
                        f"message \"{first[0] if first else ''}\".", response.content_type)
-
-    def _succeed(self, request: AsyncRequest, body: bytes, content_type: str | None) -> None:
-        location = output_location(self.settings, request)
-        bucket, key = parse_s3_uri(location, "outputLocation")
-        try:
-            self.store.put(bucket, key, body, content_type)
-        except Exception as exc:
-            self._fail(request, f"Could not write the output to {location}: {exc}".encode(),
-                       f"ClientError: Could not write the output to {location}.")
-            return
-        self.counters.processed += 1
-        note = self.settings.notification
-        include = "SUCCESS_NOTIFICATION_TOPIC" in (note.get("IncludeInferenceResponseIn") or [])
-        self.notifier.publish(note.get("SuccessTopic"), self._message(
-            request, content_type, "outputLocation", location, None, body if include else None))
+        elif self.writer.succeed(self.settings, request, response.body, response.content_type):
+            self.counters.processed += 1
+        else:
+            self._fail(request, b"Could not write the output to S3OutputPath",
+                       "ClientError: Could not write the output to S3OutputPath.")
 
     def _fail(self, request: AsyncRequest, body: bytes, reason: str, content_type: str | None = None) -> None:
         self.counters.failed += 1
-        location = failure_location(self.settings, request)
-        bucket, key = parse_s3_uri(location, "failureLocation")
-        try:
-            self.store.put(bucket, key, body, content_type or "text/plain; charset=utf-8")
-        except Exception as exc:
-            log.error("could not write failure of %s to %s: %s", request.inference_id, location, exc)
-        note = self.settings.notification
-        include = "ERROR_NOTIFICATION_TOPIC" in (note.get("IncludeInferenceResponseIn") or [])
-        self.notifier.publish(note.get("ErrorTopic"), self._message(
-            request, content_type, "failureLocation", location, reason, body if include else None))
-
-    def _message(self, request, content_type, location_key, location, reason, body) -> dict:
-        return inference_message(
-            region=self.settings.region, endpoint_name=self.settings.endpoint_name,
-            inference_id=request.inference_id, received_time=request.received_time,
-            content_type=request.content_type, input_location=request.input_location,
-            output_content_type=content_type, location_key=location_key, location=location,
-            failure_reason=reason, response_body=body)
-
-    def _publish_test_notifications(self) -> None:
-        note = self.settings.notification
-        for topic in {note.get("SuccessTopic"), note.get("ErrorTopic")} - {None}:
-            self.notifier.publish(topic, test_message(self.settings.region, self.settings.endpoint_name))
+        self.writer.fail(self.settings, request, body, reason, content_type)

@@ -25,7 +25,7 @@ from .control_plane import OPERATIONS, ControlPlane
 from .invocation import parse_request
 from .notifications import Notifier
 from .objects import ObjectStore
-from .runtime import failure_location, output_location
+from .results import ResultWriter, failure_location, output_location
 from .wire import AwsError, error_response, json_response, validation_error
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,10 @@ class Emulator:
         self.account_id = account_id
         self.clock = Clock(time_scale)
         self.store = ObjectStore(account_id)
-        self.control = ControlPlane(account_id=account_id, store=self.store, notifier=Notifier(account_id),
-                                    clock=self.clock, state_dir=self.state_dir)
+        notifier = Notifier(account_id)
+        self.control = ControlPlane(account_id=account_id, store=self.store, notifier=notifier,
+                                    writer=ResultWriter(self.store, notifier), clock=self.clock,
+                                    state_dir=self.state_dir)
         self.moto = DomainDispatcherApplication(create_backend_app)
 
     # WSGI ---------------------------------------------------------------------------------------
