@@ -25,7 +25,7 @@ TOPIC_ARN = re.compile(r"^arn:aws[a-z\-]*:sns:[a-z0-9\-]*:[0-9]{12}:[a-zA-Z0-9_.
 S3_PATH = re.compile(r"^(https|s3)://([^/]+)/?(.*)$")
 INCLUDE_VALUES = {"SUCCESS_NOTIFICATION_TOPIC", "ERROR_NOTIFICATION_TOPIC"}
 
-OPERATIONS = {"CreateEndpointConfig", "CreateEndpoint", "DescribeEndpoint", "UpdateEndpoint",
+OPERATIONS = {"CreateEndpointConfig", "DescribeEndpointConfig", "CreateEndpoint", "DescribeEndpoint", "UpdateEndpoint",
               "UpdateEndpointWeightsAndCapacities", "DeleteEndpoint"}
 
 
@@ -105,6 +105,12 @@ class ControlPlane:
         validate_endpoint_config(params)
         return call_moto()
 
+    def _describe_endpoint_config(self, params, region, call_moto):
+        response = call_moto()
+        if not response.get("DataCaptureConfig"):
+            response.pop("DataCaptureConfig", None)  # AWS leaves it out; SDKs reject an empty one
+        return response
+
     def _create_endpoint(self, params, region, call_moto):
         name = params.get("EndpointName", "")
         if not ENDPOINT_NAME.match(name):
@@ -165,6 +171,8 @@ class ControlPlane:
         runtime = self.runtime(region, name)
         config = self.backend(region).endpoint_configs.get(endpoint.endpoint_config_name)
         response.pop("Tags", None)
+        if not response.get("DataCaptureConfig"):
+            response.pop("DataCaptureConfig", None)  # AWS leaves it out; SDKs reject an empty one
         response["EndpointStatus"] = endpoint.endpoint_status
         if endpoint.failure_reason:
             response["FailureReason"] = endpoint.failure_reason

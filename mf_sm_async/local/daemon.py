@@ -133,8 +133,13 @@ def stop(state_dir: Path | None = None, timeout: float = 20.0) -> bool:
 def serve(state_dir: Path | None = None, *, host: str = LOOPBACK, port: int = 0,
           time_scale: float = 1.0) -> None:
     """Run the emulator in the foreground until SIGINT / SIGTERM."""
+    import logging
+
     from .server import Emulator, EmulatorServer  # heavy (moto): only in the daemon process
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("werkzeug", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     state_dir = Path(state_dir or default_state_dir())
     with _locked(state_dir / "daemon.lock", blocking=False) as lock:
         if lock is None:

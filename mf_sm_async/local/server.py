@@ -18,10 +18,11 @@ from cheroot import wsgi
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.server import DomainDispatcherApplication, create_backend_app
 
-from .. import __version__
-from . import moto_patches
+from . import control_api, moto_patches
+from .autoscaling import Autoscaler
 from .clock import Clock
 from .control_plane import OPERATIONS, ControlPlane
+from .faults import Faults
 from .invocation import parse_request
 from .notifications import Notifier
 from .objects import ObjectStore
@@ -32,13 +33,27 @@ log = logging.getLogger(__name__)
 
 _ASYNC = re.compile(r"^/endpoints/([^/]+)/async-invocations/?$")
 _SYNC = re.compile(r"^/endpoints/([^/]+)/invocations/?$")
-_CONTROL = "/_mf_sm_async/"
-_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/")
+_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/")
 
 
 def _region(environ: dict) -> str:
     match = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
     return match.group(1) if match else os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def _s3_event(environ: dict, path: str, method: str) -> dict | None:
+    """What an s3_slowdown fault matches on, or None for a request that is not S3's."""
+    match = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    if not match or match.group(2) != "s3":
+        return None
+    return {"bucket": path.lstrip("/").split("/", 1)[0], "method": method}
+
+
+def _slow_down(start_response):
+    body = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+            b"<Message>Please reduce your request rate.</Message><RequestId>mf-sm-async-fault</RequestId></Error>")
+    start_response("503 Slow Down", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def _read_body(environ: dict) -> bytes:
@@ -55,10 +70,14 @@ class Emulator:
         self.account_id = account_id
         self.clock = Clock(time_scale)
         self.store = ObjectStore(account_id)
+        self.faults = Faults()
         notifier = Notifier(account_id)
-        self.control = ControlPlane(account_id=account_id, store=self.store, notifier=notifier,
-                                    writer=ResultWriter(self.store, notifier), clock=self.clock,
-                                    state_dir=self.state_dir)
+        writer = ResultWriter(self.store, notifier,
+                              drop_notification=lambda endpoint: self.faults.take("lose_notification", endpoint=endpoint))
+        self.control = ControlPlane(account_id=account_id, store=self.store, notifier=notifier, writer=writer,
+                                    clock=self.clock, state_dir=self.state_dir)
+        self.autoscaler = Autoscaler(self.control, self.clock, account_id)
+        self.autoscaler.start()
         self.moto = DomainDispatcherApplication(create_backend_app)
 
     # WSGI ---------------------------------------------------------------------------------------
@@ -66,8 +85,12 @@ class Emulator:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
         try:
-            if path.startswith(_CONTROL):
-                return self._control_api(path[len(_CONTROL):], method, start_response)
+            if path.startswith(control_api.PREFIX):
+                return control_api.handle(self, path[len(control_api.PREFIX):], method, _read_body(environ),
+                                          start_response)
+            s3_event = _s3_event(environ, path, method)
+            if s3_event is not None and self.faults.take("s3_slowdown", **s3_event):
+                return _slow_down(start_response)
             if method == "POST" and (match := _ASYNC.match(path)):
                 return self._invoke_async(match.group(1), environ, start_response)
             if method == "POST" and (match := _SYNC.match(path)):
@@ -82,19 +105,6 @@ class Emulator:
             return error_response(start_response, AwsError("InternalFailure", f"{type(exc).__name__}: {exc}", 500),
                                   "json" if "HTTP_X_AMZ_TARGET" in environ else "rest-json")
         return self.moto(environ, start_response)
-
-    def _control_api(self, route: str, method: str, start_response):
-        if route == "health":
-            return json_response(start_response, 200, {"ok": True, "pid": os.getpid(), "version": __version__})
-        if route == "counts":
-            return json_response(start_response, 200, {
-                f"{region}/{name}": {
-                    "received": rt.counters.received, "processed": rt.counters.processed,
-                    "failed": rt.counters.failed, "expired": rt.counters.expired,
-                    "instances": rt.current_instances, "backlog": rt.backlog,
-                    "per_inference_id": dict(rt.counters.per_inference_id),
-                } for (region, name), rt in list(self.control.runtimes.items())})
-        raise AwsError("NotFound", f"no control route {route!r}", 404)
 
     def _sagemaker(self, op: str, environ, start_response):
         body = _read_body(environ)
@@ -132,6 +142,8 @@ class Emulator:
         if status not in ("InService", "Updating"):
             raise validation_error(f"Endpoint {name} is not in service (status {status}).")
         request = parse_request(name, environ, _read_body(environ))
+        if self.faults.take("throttle", endpoint=name):
+            raise AwsError("ThrottlingException", "Rate exceeded", 400)
         runtime.submit(request)
         return json_response(start_response, 202, {"InferenceId": request.inference_id}, [
             ("X-Amzn-SageMaker-OutputLocation", output_location(runtime.settings, request)),
@@ -147,6 +159,7 @@ class Emulator:
                        "config with AsyncInferenceConfig and InvokeEndpointAsync.")
 
     def shutdown(self) -> None:
+        self.autoscaler.stop()
         self.control.shutdown()
 
 
