@@ -111,12 +111,12 @@ class Instance:
 
     def connect(self) -> http.client.HTTPConnection:
         """A keep-alive connection for one worker thread."""
-        return http.client.HTTPConnection("127.0.0.1", self.port)
+        return http.client.HTTPConnection("127.0.0.1", self.port, blocksize=1 << 20)
 
-    def invoke(self, conn: http.client.HTTPConnection, body: bytes, *, content_type: str | None,
+    def invoke(self, conn: http.client.HTTPConnection, body, length: int, *, content_type: str | None,
                accept: str | None, custom_attributes: str | None, timeout: float) -> ModelResponse:
-        headers = {"Content-Type": content_type or "application/octet-stream",
-                   "Content-Length": str(len(body))}
+        """POST the payload (bytes, or a stream of ``length`` bytes sent in blocks) to /invocations."""
+        headers = {"Content-Type": content_type or "application/octet-stream", "Content-Length": str(length)}
         if accept:
             headers["Accept"] = accept
         if custom_attributes:

@@ -207,14 +207,13 @@ class EndpointRuntime:
         if not url:
             raise InstanceFailed("the model has no ModelDataUrl: the emulator serves a model.tar.gz "
                                  "holding code/inference.py")
-        try:
-            bucket, key = parse_s3_uri(url, "ModelDataUrl")
-            data, _ = self.store.get(bucket, key)
-        except (ObjectNotFound, AwsError) as exc:
-            raise InstanceFailed(f"Could not download model data from {url}: {exc}") from None
         archive = self.work_dir / "model.tar.gz"
         archive.parent.mkdir(parents=True, exist_ok=True)
-        archive.write_bytes(data)
+        try:
+            bucket, key = parse_s3_uri(url, "ModelDataUrl")
+            self.store.download(bucket, key, archive)
+        except (ObjectNotFound, AwsError) as exc:
+            raise InstanceFailed(f"Could not download model data from {url}: {exc}") from None
         try:
             unpack_model(archive, target)
         except Exception as exc:
@@ -326,24 +325,25 @@ class EndpointRuntime:
                    f"{tail(instance.log_path)}".encode(),
                    "ServerError: the model container exited while processing the request.")
 
-    def _payload(self, request: AsyncRequest) -> tuple[bytes, str | None]:
+    def _payload(self, request: AsyncRequest):
+        """(body, length, content type): inline bytes, or the S3 object as a stream (up to 1 GB)."""
         if request.inline_body is not None:
-            return request.inline_body, request.content_type
+            return request.inline_body, len(request.inline_body), request.content_type
         bucket, key = parse_s3_uri(request.input_location, "inputLocation")
-        body, stored_type = self.store.get(bucket, key)
-        return body, request.content_type or stored_type
+        stream, length, stored_type = self.store.open(bucket, key)
+        return stream, length, request.content_type or stored_type
 
     def _process(self, instance: Instance, conn, request: AsyncRequest) -> None:
         request.attempts += 1
         self.counters.per_inference_id[request.inference_id] += 1
         try:
-            body, content_type = self._payload(request)
-        except ObjectNotFound as exc:
+            body, length, content_type = self._payload(request)
+        except (ObjectNotFound, OSError) as exc:
             self._fail(request, f"Failed to download the input from {request.input_location}: {exc}".encode(),
                        f"ClientError: Failed to download the input payload from {request.input_location}.")
             return
         try:
-            response = instance.invoke(conn, body, content_type=content_type, accept=request.accept,
+            response = instance.invoke(conn, body, length, content_type=content_type, accept=request.accept,
                                        custom_attributes=request.custom_attributes,
                                        timeout=request.invocation_timeout_seconds)
         except InvocationTimedOut:

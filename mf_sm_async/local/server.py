@@ -25,7 +25,8 @@ from .control_plane import OPERATIONS, ControlPlane
 from .faults import Faults
 from .invocation import parse_request
 from .notifications import Notifier
-from .objects import ObjectStore
+from .objects import ObjectBackend, ObjectStore
+from .s3_proxy import S3Proxy, is_s3_request
 from .results import ResultWriter, failure_location, output_location
 from .wire import AwsError, error_response, json_response, validation_error
 
@@ -33,20 +34,12 @@ log = logging.getLogger(__name__)
 
 _ASYNC = re.compile(r"^/endpoints/([^/]+)/async-invocations/?$")
 _SYNC = re.compile(r"^/endpoints/([^/]+)/invocations/?$")
-_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/")
+_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/")
 
 
 def _region(environ: dict) -> str:
     match = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
     return match.group(1) if match else os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
-
-
-def _s3_event(environ: dict, path: str, method: str) -> dict | None:
-    """What an s3_slowdown fault matches on, or None for a request that is not S3's."""
-    match = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
-    if not match or match.group(2) != "s3":
-        return None
-    return {"bucket": path.lstrip("/").split("/", 1)[0], "method": method}
 
 
 def _slow_down(start_response):
@@ -69,7 +62,9 @@ class Emulator:
         self.state_dir = Path(state_dir)
         self.account_id = account_id
         self.clock = Clock(time_scale)
-        self.store = ObjectStore(account_id)
+        self.objects = ObjectBackend(self.state_dir / "s3", self.state_dir / "s3.log").start()
+        self.store = ObjectStore(self.objects.port)
+        self.s3_proxy = S3Proxy(self.objects.port)
         self.faults = Faults()
         notifier = Notifier(account_id)
         writer = ResultWriter(self.store, notifier,
@@ -88,9 +83,11 @@ class Emulator:
             if path.startswith(control_api.PREFIX):
                 return control_api.handle(self, path[len(control_api.PREFIX):], method, _read_body(environ),
                                           start_response)
-            s3_event = _s3_event(environ, path, method)
-            if s3_event is not None and self.faults.take("s3_slowdown", **s3_event):
-                return _slow_down(start_response)
+            if is_s3_request(environ):
+                bucket = path.lstrip("/").split("/", 1)[0]
+                if self.faults.take("s3_slowdown", bucket=bucket, method=method):
+                    return _slow_down(start_response)
+                return self.s3_proxy(environ, start_response)
             if method == "POST" and (match := _ASYNC.match(path)):
                 return self._invoke_async(match.group(1), environ, start_response)
             if method == "POST" and (match := _SYNC.match(path)):
@@ -161,6 +158,7 @@ class Emulator:
     def shutdown(self) -> None:
         self.autoscaler.stop()
         self.control.shutdown()
+        self.objects.stop()
 
 
 class EmulatorServer:
