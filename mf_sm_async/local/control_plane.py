@@ -80,11 +80,12 @@ def validate_endpoint_config(params: dict) -> None:
 class ControlPlane:
     """The runtimes of all endpoints, keyed by (region, endpoint name)."""
 
-    def __init__(self, *, account_id, store, notifier, writer: ResultWriter, clock, state_dir):
+    def __init__(self, *, account_id, store, notifier, writer: ResultWriter, clock, state_dir, request_log=None):
         self.account_id = account_id
         self.store = store
         self.notifier = notifier
         self.writer = writer
+        self.request_log = request_log
         self.clock = clock
         self.state_dir = state_dir
         self.runtimes: dict[tuple[str, str], EndpointRuntime] = {}
@@ -126,7 +127,7 @@ class ControlPlane:
             runtime = EndpointRuntime(settings, store=self.store, writer=self.writer, notifier=self.notifier,
                                       clock=self.clock,
                                       work_dir=self.state_dir / "endpoints" / region / name,
-                                      on_status=self._status_writer(region, name))
+                                      on_status=self._status_writer(region, name), request_log=self.request_log)
             self.runtimes[(region, name)] = runtime
         runtime.start()
         return response
@@ -231,5 +232,6 @@ class ControlPlane:
         return call_moto()
 
     def shutdown(self) -> None:
+        """The daemon stops: instances stop, unfinished requests stay logged for the next start."""
         for runtime in list(self.runtimes.values()):
-            runtime.stop()
+            runtime.stop(forget_requests=False)

@@ -37,8 +37,10 @@ class AsyncRequest:
     ttl_seconds: int
     invocation_timeout_seconds: int
     received_at: float = 0.0          # Clock.now() when queued
+    received_wall: float = 0.0        # time.time() when queued: survives a daemon restart
     received_time: str = ""           # ISO time for notifications
     attempts: int = 0
+    saved_as: object = None           # its file in the RequestLog while unfinished
     extra: dict = field(default_factory=dict)
 
 

@@ -57,9 +57,10 @@ class Notifier:
 
     def __init__(self, account_id: str):
         self._account_id = account_id
+        self.muted = False  # while the journal replays: those notifications were sent before
 
     def publish(self, topic_arn: str | None, message: dict) -> bool:
-        if not topic_arn:
+        if not topic_arn or self.muted:
             return False
         region = topic_arn.split(":")[3]
         try:

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,7 @@ class Counters:
 
 class EndpointRuntime:
     def __init__(self, settings: EndpointSettings, *, store: ObjectStore, writer: ResultWriter,
-                 notifier: Notifier, clock: Clock, work_dir: Path, on_status):
+                 notifier: Notifier, clock: Clock, work_dir: Path, on_status, request_log=None):
         self.settings = settings
         self.store = store
         self.writer = writer
@@ -51,6 +52,7 @@ class EndpointRuntime:
         self.clock = clock
         self.work_dir = work_dir
         self._on_status = on_status  # callable(status, failure_reason)
+        self._request_log = request_log
         self._queue: collections.deque[AsyncRequest] = collections.deque()
         self._cond = threading.Condition()
         self._instances: list[Instance] = []
@@ -101,11 +103,14 @@ class EndpointRuntime:
                 self._drain_and_stop(instance)
         self._on_status("InService", None)
 
-    def stop(self) -> None:
-        """DeleteEndpoint: stop every instance; queued requests are dropped, as on AWS."""
+    def stop(self, forget_requests: bool = True) -> None:
+        """DeleteEndpoint: stop every instance and drop the queue, as on AWS. A daemon shutdown
+        (``forget_requests=False``) keeps unfinished requests in the request log for the next start."""
         self._stopping.set()
         with self._cond:
             instances, self._instances = self._instances, []
+            for request in self._queue if forget_requests else ():
+                self._forget(request)
             self._queue.clear()
             self._cond.notify_all()
         for instance in instances:
@@ -247,9 +252,15 @@ class EndpointRuntime:
         return [i.process.pid for i in self._instances if i.alive]
 
     # requests --------------------------------------------------------------------------------
-    def submit(self, request: AsyncRequest) -> None:
-        request.received_at = self.clock.now()
-        request.received_time = iso_now()
+    def submit(self, request: AsyncRequest, restored: bool = False) -> None:
+        """Queue a request; a ``restored`` one (from before a restart) keeps its age for its TTL."""
+        if restored:
+            request.received_at = self.clock.now() - (time.time() - request.received_wall)
+        else:
+            request.received_at, request.received_wall = self.clock.now(), time.time()
+            request.received_time = iso_now()
+        if self._request_log is not None:
+            request.saved_as = self._request_log.save(self.settings.region, request)
         with self._cond:
             self.counters.received += 1
             self._queue.append(request)
@@ -287,6 +298,7 @@ class EndpointRuntime:
 
     def _expire(self, request: AsyncRequest) -> None:
         self.counters.expired += 1  # ExpiredRequests, not InvocationFailures
+        self._forget(request)
         self.writer.fail(self.settings, request, b"Request expired: it was not processed within its RequestTTLSeconds "
                    b"(%d s)" % request.ttl_seconds,
                    f"ClientError: Request expired after RequestTTLSeconds ({request.ttl_seconds}s) "
@@ -314,6 +326,8 @@ class EndpointRuntime:
                 self._done(instance)
 
     def _instance_lost(self, instance: Instance, request: AsyncRequest, exc: Exception) -> None:
+        if self._stopping.is_set():
+            return  # stopped under it: it stays in the request log (daemon shutdown) or is dropped (delete)
         if not instance.alive:
             self._replace(instance)
         if request.attempts < 2:
@@ -359,6 +373,7 @@ class EndpointRuntime:
                        f"message \"{first[0] if first else ''}\".", response.content_type)
         elif self.writer.succeed(self.settings, request, response.body, response.content_type):
             self.counters.processed += 1
+            self._forget(request)
         else:
             self._fail(request, b"Could not write the output to S3OutputPath",
                        "ClientError: Could not write the output to S3OutputPath.")
@@ -366,3 +381,10 @@ class EndpointRuntime:
     def _fail(self, request: AsyncRequest, body: bytes, reason: str, content_type: str | None = None) -> None:
         self.counters.failed += 1
         self.writer.fail(self.settings, request, body, reason, content_type)
+        self._forget(request)
+
+    @staticmethod
+    def _forget(request: AsyncRequest) -> None:
+        """Its outcome is written: it no longer needs to survive a restart."""
+        if request.saved_as is not None:
+            request.saved_as.unlink(missing_ok=True)

@@ -23,6 +23,8 @@ from .autoscaling import Autoscaler
 from .clock import Clock
 from .control_plane import OPERATIONS, ControlPlane
 from .faults import Faults
+from .invocation import AsyncRequest
+from .journal import Journal, RequestLog, is_state_change, operation, restore_sqs_messages, save_sqs_messages
 from .invocation import parse_request
 from .notifications import Notifier
 from .objects import ObjectBackend, ObjectStore
@@ -66,14 +68,36 @@ class Emulator:
         self.store = ObjectStore(self.objects.port)
         self.s3_proxy = S3Proxy(self.objects.port)
         self.faults = Faults()
-        notifier = Notifier(account_id)
+        self.journal = Journal(self.state_dir)
+        notifier = self.notifier = Notifier(account_id)
         writer = ResultWriter(self.store, notifier,
                               drop_notification=lambda endpoint: self.faults.take("lose_notification", endpoint=endpoint))
         self.control = ControlPlane(account_id=account_id, store=self.store, notifier=notifier, writer=writer,
-                                    clock=self.clock, state_dir=self.state_dir)
+                                    clock=self.clock, state_dir=self.state_dir, request_log=RequestLog(self.state_dir))
+        self.moto = DomainDispatcherApplication(create_backend_app)
+        self._restore()
         self.autoscaler = Autoscaler(self.control, self.clock, account_id)
         self.autoscaler.start()
-        self.moto = DomainDispatcherApplication(create_backend_app)
+
+    def _restore(self) -> None:
+        """Bring back what the previous daemon on this state directory had (see :mod:`.journal`)."""
+        self.notifier.muted = True
+        try:
+            calls = self.journal.replay(self)
+        finally:
+            self.notifier.muted = False
+        restored = 0
+        for region, record in self.control.request_log.pending():
+            runtime = self.control.runtime(region, record["endpoint_name"])
+            if runtime is None:
+                log.warning("request %s dropped: its endpoint is gone", record["inference_id"])
+                continue
+            fields = {k: v for k, v in record.items() if k in AsyncRequest.__dataclass_fields__}
+            runtime.submit(AsyncRequest(**fields), restored=True)
+            restored += 1
+        messages = restore_sqs_messages(self.state_dir, self.account_id)
+        if calls or restored or messages:
+            log.info("restored %d control-plane calls, %d queued requests, %d SQS messages", calls, restored, messages)
 
     # WSGI ---------------------------------------------------------------------------------------
     def __call__(self, environ, start_response):
@@ -101,7 +125,25 @@ class Emulator:
             log.exception("internal failure on %s %s", method, path)
             return error_response(start_response, AwsError("InternalFailure", f"{type(exc).__name__}: {exc}", 500),
                                   "json" if "HTTP_X_AMZ_TARGET" in environ else "rest-json")
-        return self.moto(environ, start_response)
+        return self._moto_journaled(environ, start_response)
+
+    def _moto_journaled(self, environ, start_response):
+        """moto answers; a successful state change is journaled so a restart replays it."""
+        if environ.get("REQUEST_METHOD") != "POST" or environ.get("mf_sm_async.replay"):
+            return self.moto(environ, start_response)
+        body = _read_body(environ)
+        environ["wsgi.input"] = io.BytesIO(body)
+        if not is_state_change(operation(environ, body)):
+            return self.moto(environ, start_response)
+        status = []
+
+        def capture(line, headers, exc_info=None):
+            status.append(line)
+            return start_response(line, headers, exc_info) if exc_info else start_response(line, headers)
+        answer = list(self.moto(environ, capture))
+        if status and status[0].startswith("2"):
+            self.journal.record(environ, body)
+        return answer
 
     def _sagemaker(self, op: str, environ, start_response):
         body = _read_body(environ)
@@ -122,7 +164,10 @@ class Emulator:
                                answer.get("message") or answer.get("Message") or "", captured["status"])
             return answer
 
-        return json_response(start_response, 200, self.control.handle(op, params, _region(environ), call_moto))
+        answer = self.control.handle(op, params, _region(environ), call_moto)
+        if is_state_change(op) and not environ.get("mf_sm_async.replay"):
+            self.journal.record(environ, body)
+        return json_response(start_response, 200, answer)
 
     def _runtime(self, region: str, name: str):
         runtime = self.control.runtime(region, name)
@@ -157,6 +202,7 @@ class Emulator:
 
     def shutdown(self) -> None:
         self.autoscaler.stop()
+        save_sqs_messages(self.state_dir, self.account_id)
         self.control.shutdown()
         self.objects.stop()
 
