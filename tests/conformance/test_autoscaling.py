@@ -226,3 +226,54 @@ def test_unknown_fault_kind_is_refused(fast):
         control(fast, "faults", {"kind": "meteor", "count": 1})
     assert error.value.code == 400
     assert "meteor" in json.loads(error.value.read())["message"]
+
+
+def test_aws_cli_sets_up_scale_to_zero_and_reads_the_metrics(fast, tmp_path):
+    """The same setup through the aws CLI, as the AWS guide's CLI examples do it."""
+    import os
+    import subprocess
+
+    from mf_sm_async.aws import local_env
+
+    from .test_aws_cli import AWS
+
+    env = {**os.environ, **local_env(fast.url)}
+
+    def aws(*args: str) -> dict:
+        result = subprocess.run([AWS, *args, "--output", "json"], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout) if result.stdout.strip() else {}
+
+    dep = create_deployment(fast, tmp_path)
+    resource = f"endpoint/{dep.name}/variant/AllTraffic"
+    dimension = "sagemaker:variant:DesiredInstanceCount"
+    aws("application-autoscaling", "register-scalable-target", "--service-namespace", "sagemaker",
+        "--resource-id", resource, "--scalable-dimension", dimension, "--min-capacity", "0", "--max-capacity", "1")
+    aws("application-autoscaling", "put-scaling-policy", "--policy-name", "backlog", "--service-namespace",
+        "sagemaker", "--resource-id", resource, "--scalable-dimension", dimension, "--policy-type",
+        "TargetTrackingScaling", "--target-tracking-scaling-policy-configuration", json.dumps({
+            "TargetValue": 5.0, "ScaleInCooldown": 60, "ScaleOutCooldown": 60,
+            "CustomizedMetricSpecification": {"MetricName": "ApproximateBacklogSizePerInstance",
+                                              "Namespace": "AWS/SageMaker", "Statistic": "Average",
+                                              "Dimensions": [{"Name": "EndpointName", "Value": dep.name}]}}))
+    step = aws("application-autoscaling", "put-scaling-policy", "--policy-name", "wake", "--service-namespace",
+               "sagemaker", "--resource-id", resource, "--scalable-dimension", dimension, "--policy-type",
+               "StepScaling", "--step-scaling-policy-configuration", json.dumps({
+                   "AdjustmentType": "ChangeInCapacity", "Cooldown": 60,
+                   "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]}))
+    aws("cloudwatch", "put-metric-alarm", "--alarm-name", f"{dep.name}-wake", "--metric-name",
+        "HasBacklogWithoutCapacity", "--namespace", "AWS/SageMaker", "--statistic", "Average", "--period", "60",
+        "--evaluation-periods", "2", "--datapoints-to-alarm", "2", "--threshold", "1", "--comparison-operator",
+        "GreaterThanOrEqualToThreshold", "--dimensions", f"Name=EndpointName,Value={dep.name}",
+        "--alarm-actions", step["PolicyARN"])
+    wait_for(lambda: aws("sagemaker", "describe-endpoint", "--endpoint-name", dep.name)
+             ["ProductionVariants"][0]["CurrentInstanceCount"] == 0, timeout=30, what="scale in to 0")
+    invoke(dep, value="cli")
+    [note] = dep.notifications(1, timeout=30)
+    assert note["invocationStatus"] == "Completed"
+    stats = aws("cloudwatch", "get-metric-statistics", "--namespace", "AWS/SageMaker", "--metric-name",
+                "InvocationsProcessed", "--dimensions", f"Name=EndpointName,Value={dep.name}",
+                "--start-time", (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)).isoformat(),
+                "--end-time", (dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1)).isoformat(),
+                "--period", "600", "--statistics", "Sum")
+    assert stats["Datapoints"][0]["Sum"] == 1.0
