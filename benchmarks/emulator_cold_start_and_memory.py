@@ -21,40 +21,24 @@ import hashlib
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
-import uuid
+import urllib.request
 from pathlib import Path
 
+from emulator_setup import clients
+from emulator_setup import deploy as deploy_endpoint
+
+from mf_sm_async.local import daemon
+from mf_sm_async.model import package_directory, package_estimator
+
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-
-from emulator_throughput import clients  # noqa: E402
-
-from mf_sm_async.local import daemon  # noqa: E402
-from mf_sm_async.model import package_directory, package_estimator  # noqa: E402
 
 SHA256_MODEL = HERE.parent / "tests" / "conformance" / "models" / "sha256"
 
 
 def deploy(c, tarball: Path, *, scale_to_zero: bool) -> tuple[str, str]:
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    c["s3"].create_bucket(Bucket=name)
-    c["s3"].upload_file(str(tarball), name, "model.tar.gz")
-    queue = c["sqs"].create_queue(QueueName=name)["QueueUrl"]
-    topic = c["sns"].create_topic(Name=name)["TopicArn"]
-    arn = c["sqs"].get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    c["sns"].subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
-    c["sagemaker"].create_model(ModelName=name, ExecutionRoleArn="arn:aws:iam::123456789012:role/bench",
-                                PrimaryContainer={"Image": "bench", "ModelDataUrl": f"s3://{name}/model.tar.gz"})
-    c["sagemaker"].create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}],
-        AsyncInferenceConfig={"ClientConfig": {"MaxConcurrentInvocationsPerInstance": 1},
-                              "OutputConfig": {"S3OutputPath": f"s3://{name}/out", "NotificationConfig": {
-                                  "SuccessTopic": topic, "ErrorTopic": topic}}})
-    c["sagemaker"].create_endpoint(EndpointName=name, EndpointConfigName=name)
-    c["sagemaker"].get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 1})
+    name, queue = deploy_endpoint(c, tarball, max_concurrent=1)
     if scale_to_zero:
         autoscaling, resource = c["application-autoscaling"], f"endpoint/{name}/variant/AllTraffic"
         dimension = "sagemaker:variant:DesiredInstanceCount"
@@ -145,7 +129,8 @@ def memory(c, tmp: Path, state: dict, gib: int) -> tuple[float, float, float]:
         for _ in range(gib << 10):
             digest.update(block)
             out.write(block)
-    counts = json.load(__import__("urllib.request").request.urlopen(f"{state['url']}/_mf_sm_async/counts"))
+    with urllib.request.urlopen(f"{state['url']}/_mf_sm_async/counts") as response:
+        counts = json.load(response)
     model_pid = counts[f"us-east-1/{name}"]["pids"][0]
     daemon_before, model_before = peak_mb(state["pid"]), peak_mb(model_pid)
     started = time.perf_counter()
@@ -174,12 +159,6 @@ def main() -> None:
         state = daemon.start(state_dir, time_scale=600)
         try:
             c = clients(state["url"], 16)
-            c["application-autoscaling"] = __import__("boto3").client(
-                "application-autoscaling", endpoint_url=state["url"], region_name="us-east-1",
-                aws_access_key_id="testing", aws_secret_access_key="testing")
-            c["cloudwatch"] = __import__("boto3").client(
-                "cloudwatch", endpoint_url=state["url"], region_name="us-east-1",
-                aws_access_key_id="testing", aws_secret_access_key="testing")
             to_result, instance_start = cold_start(c, Path(tmp), args.repeat)
             daemon_growth, model_growth, seconds = memory(c, Path(tmp), state, args.gib)
         finally:

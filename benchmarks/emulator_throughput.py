@@ -22,46 +22,14 @@ import json
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
-import boto3
-from botocore.config import Config
+from emulator_setup import clients, deploy
 
 from mf_sm_async.local import daemon
 from mf_sm_async.model import package_directory
 
 HERE = Path(__file__).parent
-
-
-def clients(url: str, pool: int):
-    config = Config(max_pool_connections=pool, retries={"mode": "standard", "max_attempts": 5})
-    make = lambda service: boto3.client(service, endpoint_url=url, region_name="us-east-1",  # noqa: E731
-                                        aws_access_key_id="testing", aws_secret_access_key="testing",
-                                        config=config)
-    return {s: make(s) for s in ("s3", "sagemaker", "sagemaker-runtime", "sns", "sqs")}
-
-
-def deploy(c, tmp: Path, max_concurrent: int):
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    c["s3"].create_bucket(Bucket=name)
-    tarball = package_directory(HERE / "models" / "echo", tmp)
-    c["s3"].upload_file(str(tarball), name, "model.tar.gz")
-    topic = c["sns"].create_topic(Name=name)["TopicArn"]
-    queue = c["sqs"].create_queue(QueueName=name)["QueueUrl"]
-    arn = c["sqs"].get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    c["sns"].subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
-    c["sagemaker"].create_model(ModelName=name, ExecutionRoleArn="arn:aws:iam::123456789012:role/bench",
-                                PrimaryContainer={"Image": "bench", "ModelDataUrl": f"s3://{name}/model.tar.gz"})
-    c["sagemaker"].create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}],
-        AsyncInferenceConfig={"ClientConfig": {"MaxConcurrentInvocationsPerInstance": max_concurrent},
-                              "OutputConfig": {"S3OutputPath": f"s3://{name}/out", "NotificationConfig": {
-                                  "SuccessTopic": topic, "ErrorTopic": topic,
-                                  "IncludeInferenceResponseIn": ["SUCCESS_NOTIFICATION_TOPIC"]}}})
-    c["sagemaker"].create_endpoint(EndpointName=name, EndpointConfigName=name)
-    c["sagemaker"].get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 1})
-    return name, queue
 
 
 def run_style(c, name: str, queue: str, style: str, n: int, threads: int) -> float:
@@ -150,7 +118,8 @@ def main() -> None:
         state = daemon.start(state_dir)
         try:
             c = clients(state["url"], args.threads * 2)
-            name, queue = deploy(c, Path(tmp), args.max_concurrent)
+            tarball = package_directory(HERE / "models" / "echo", Path(tmp))
+            name, queue = deploy(c, tarball, max_concurrent=args.max_concurrent, include_response=True)
             direct = run_direct(model_server_port(state_dir), args.invocations, args.threads)
             rows = [(style, run_style(c, name, queue, style, args.invocations, args.threads))
                     for style in ("notification body", "inline + s3 output", "s3 in + s3 out")]
