@@ -8,18 +8,15 @@ parent pid), so no instance outlives the emulator.
 from __future__ import annotations
 
 import http.client
-import itertools
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-
-_ids = itertools.count(1)
-
 
 class InstanceFailed(Exception):
     """The model server did not come up; the message ends with the last lines of its log."""
@@ -53,7 +50,7 @@ def tail(path: Path, lines: int = 20) -> str:
 
 class Instance:
     def __init__(self, model_dir: Path, log_dir: Path, env: dict[str, str] | None = None):
-        self.instance_id = f"i-{next(_ids):05d}"
+        self.instance_id = f"i-{uuid.uuid4().hex[:12]}"  # unique across daemon restarts: names its log
         self.model_dir = model_dir
         self.log_path = log_dir / f"{self.instance_id}.log"
         self.env = env or {}

@@ -74,8 +74,7 @@ class Journal:
         if not self.path.exists():
             return 0
         count = 0
-        for line in self.path.read_text().splitlines():
-            entry = json.loads(line)
+        for entry in _without_deleted_endpoints([json.loads(line) for line in self.path.read_text().splitlines()]):
             body = base64.b64decode(entry["body"])
             environ = {
                 "REQUEST_METHOD": entry["method"], "PATH_INFO": entry["path"], "QUERY_STRING": entry["query"],
@@ -94,6 +93,28 @@ class Journal:
                             entry["query"], status)
             count += 1
         return count
+
+
+def _without_deleted_endpoints(entries: list[dict]) -> list[dict]:
+    """Skip the calls on an endpoint from its CreateEndpoint to its DeleteEndpoint, so a restart does not
+    start (and stop again) the model servers of every endpoint that was ever deleted."""
+    def endpoint_call(entry):
+        op = (entry["headers"].get("HTTP_X_AMZ_TARGET") or "").split(".")[-1]
+        if entry["headers"].get("HTTP_X_AMZ_TARGET", "").startswith("SageMaker.") and op in (
+                "CreateEndpoint", "UpdateEndpoint", "UpdateEndpointWeightsAndCapacities", "DeleteEndpoint"):
+            return op, json.loads(base64.b64decode(entry["body"]) or b"{}").get("EndpointName")
+        return None, None
+
+    skip, open_span = set(), {}
+    for index, entry in enumerate(entries):
+        op, name = endpoint_call(entry)
+        if op == "CreateEndpoint":
+            open_span[name] = [index]
+        elif op and name in open_span:
+            open_span[name].append(index)
+            if op == "DeleteEndpoint":
+                skip.update(open_span.pop(name))
+    return [entry for index, entry in enumerate(entries) if index not in skip]
 
 
 class RequestLog:

@@ -78,3 +78,17 @@ def test_the_journal_holds_no_credentials(state_dir, tmp_path):
     journal = (state_dir / "journal.jsonl").read_text()
     assert "CreateEndpoint" in journal
     assert "Signature=" not in journal and "testing/" not in journal
+
+
+def test_a_deleted_endpoint_is_not_started_again_by_a_restart(state_dir, tmp_path):
+    clients = Clients(daemon.start(state_dir)["url"])
+    gone = create_deployment(clients, tmp_path)
+    kept = create_deployment(clients, tmp_path)
+    clients.sagemaker.delete_endpoint(EndpointName=gone.name)
+    clients = restart(state_dir, kill=False)
+    names = [e["EndpointName"] for e in clients.sagemaker.list_endpoints()["Endpoints"]]
+    assert names == [kept.name]
+    clients.sagemaker.get_waiter("endpoint_in_service").wait(EndpointName=kept.name, WaiterConfig={"Delay": 1})
+    assert (state_dir / "endpoints" / "us-east-1" / gone.name / "logs").exists()
+    log_files = list((state_dir / "endpoints" / "us-east-1" / gone.name / "logs").iterdir())
+    assert len(log_files) == 1  # its one instance from before the restart; none started by the replay
