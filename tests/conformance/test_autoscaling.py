@@ -118,6 +118,13 @@ def test_scale_zero_to_one_to_zero_with_the_documented_policies(fast, tmp_path):
     assert stat("ApproximateAgeOfOldestRequest", "Maximum") > 0.0
     assert stat("InvocationsProcessed", "Sum") == 1.0
     assert stat("InvocationFailures", "Sum") == 0.0
+    data = fast.cloudwatch.get_metric_data(
+        StartTime=dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10),
+        EndTime=dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1),
+        MetricDataQueries=[{"Id": "backlog", "MetricStat": {"Metric": {
+            "Namespace": "AWS/SageMaker", "MetricName": "ApproximateBacklogSize",
+            "Dimensions": [{"Name": "EndpointName", "Value": dep.name}]}, "Period": 600, "Stat": "Maximum"}}])
+    assert max(data["MetricDataResults"][0]["Values"]) == 1.0
 
 
 def test_without_the_step_policy_an_endpoint_at_zero_stays_there(fast, tmp_path):
