@@ -80,6 +80,7 @@ def test_start_reuses_status_reports_and_stop_leaves_no_process(state_dir, tmp_p
 
     assert cli("stop", state_dir=state_dir).stdout.strip() == "stopped"
     assert not pid_alive(state["pid"])
+    assert not processes_with(str(state_dir))  # the object store (rclone) stopped with it
     wait_for(lambda: not any(pid_alive(p) for p in model_pids), timeout=5, what="model servers to exit")
     status = cli("status", state_dir=state_dir, check=False)
     assert status.returncode == 1 and status.stdout.strip() == "not running"
@@ -89,8 +90,10 @@ def test_model_servers_die_with_a_killed_daemon(state_dir, tmp_path):
     state = daemon.start(state_dir)
     dep = create_deployment(Clients(state["url"]), tmp_path)
     [model_pid] = serving_pids(dep, 1)
+    assert processes_with(f"serve s3 {state_dir}")  # the object store runs beside the daemon
     os.kill(state["pid"], signal.SIGKILL)
     wait_for(lambda: not pid_alive(model_pid), timeout=10, what="orphaned model server to exit")
+    wait_for(lambda: not processes_with(str(state_dir)), timeout=10, what="every process of the daemon to exit")
 
 
 def test_local_env_points_unmodified_clients_at_the_emulator(state_dir):
