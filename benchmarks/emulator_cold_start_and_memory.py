@@ -163,7 +163,7 @@ def main() -> None:
             daemon_growth, model_growth, seconds = memory(c, Path(tmp), state, args.gib)
         finally:
             daemon.stop(state_dir)
-    print(f"\n| measure | value |\n|---|---|")
+    print("\n| measure | value |\n|---|---|")
     print(f"| cold start at 0 instances -> first result in the client (time scale 600, median of {args.repeat}) "
           f"| {statistics.median(to_result):.2f} s (runs: {', '.join(f'{s:.2f}' for s in to_result)}) |")
     print(f"| instance start alone, 0 -> 1 via UpdateEndpointWeightsAndCapacities (median) "

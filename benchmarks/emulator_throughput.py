@@ -127,7 +127,7 @@ def main() -> None:
             daemon.stop(state_dir)
     print(f"\n{args.invocations} tiny invocations per style, {args.threads} client threads, 1 instance x "
           f"{args.max_concurrent} concurrent invocations\n")
-    print(f"| client style | invocations/s | vs direct POST |\n|---|---|---|")
+    print("| client style | invocations/s | vs direct POST |\n|---|---|---|")
     for style, rate in rows:
         print(f"| {style} | {rate:.0f} | {rate / direct:.2f}x |")
     print(f"| direct POST to the model server (no S3, no queue) | {direct:.0f} | 1.00x |")

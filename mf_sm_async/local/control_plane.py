@@ -9,7 +9,6 @@ which moto lacks, and UpdateEndpointWeightsAndCapacities drive the runtime.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 

@@ -102,6 +102,14 @@ class Instance:
             pass
         return 0
 
+    def wait_exit(self, timeout: float) -> bool:
+        """True if the process has exited or exits within ``timeout`` seconds."""
+        try:
+            self.process.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from moto.sqs.models import sqs_backends
 
+from .wire import credential_scope
+
 log = logging.getLogger(__name__)
 
 _MUTATING = re.compile(r"^(Create|Delete|Put|Update|Register|Deregister|Subscribe|Unsubscribe|Set|Add|Remove|"
@@ -33,7 +35,6 @@ _NOT_STATE = {"PutMetricData", "SetAlarmState", "DeleteMessage", "DeleteMessageB
 # never written to disk: the signature and a session token are credentials, the rest is noise
 _SECRET_HEADERS = {"HTTP_AUTHORIZATION", "HTTP_X_AMZ_SECURITY_TOKEN", "HTTP_USER_AGENT", "HTTP_AMZ_SDK_INVOCATION_ID",
                    "HTTP_AMZ_SDK_REQUEST", "HTTP_X_AMZ_DATE", "HTTP_HOST"}
-_SCOPE = re.compile(r"Credential=[^/]+/(\d{8}/[a-z0-9-]+/[a-z0-9-]+)/aws4_request")
 
 
 def operation(environ: dict, body: bytes) -> str | None:
@@ -58,12 +59,12 @@ class Journal:
         self._lock = threading.Lock()
 
     def record(self, environ: dict, body: bytes) -> None:
-        scope = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+        scope = credential_scope(environ)
         headers = {k: v for k, v in environ.items() if k.startswith("HTTP_") and k not in _SECRET_HEADERS}
         entry = {
             "method": environ.get("REQUEST_METHOD"), "path": environ.get("PATH_INFO", "/"),
             "query": environ.get("QUERY_STRING", ""), "content_type": environ.get("CONTENT_TYPE", ""),
-            "headers": headers, "scope": scope.group(1) if scope else None,
+            "headers": headers, "scope": str(scope) if scope else None,
             "body": base64.b64encode(body).decode(),
         }
         with self._lock, open(self.path, "a") as out:

@@ -328,7 +328,9 @@ class EndpointRuntime:
     def _instance_lost(self, instance: Instance, request: AsyncRequest, exc: Exception) -> None:
         if self._stopping.is_set():
             return  # stopped under it: it stays in the request log (daemon shutdown) or is dropped (delete)
-        if not instance.alive:
+        if instance.wait_exit(1.0):
+            # its sockets close a moment before the process can be reaped: wait, or the retry could go
+            # to the same dead instance and be counted as the second attempt
             self._replace(instance)
         if request.attempts < 2:
             with self._cond:

@@ -4,21 +4,17 @@ chunks both ways, so neither a 1 GiB upload nor a 1 GiB download is ever held in
 from __future__ import annotations
 
 import http.client
-import re
 import urllib.parse
+
+from .wire import credential_scope
 
 CHUNK = 1 << 20
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                "proxy-authorization", "proxy-authenticate", "expect"}
-_SCOPE = re.compile(r"/\d{8}/[a-z0-9-]+/([a-z0-9-]+)/aws4_request")
-
-
 def is_s3_request(environ: dict) -> bool:
     """SigV4-signed for service ``s3``, in the Authorization header or a presigned URL's query."""
-    scope = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
-    if scope is None and "X-Amz-Credential" in environ.get("QUERY_STRING", ""):
-        scope = _SCOPE.search(urllib.parse.unquote(environ["QUERY_STRING"]))
-    return scope is not None and scope.group(1) == "s3"
+    scope = credential_scope(environ)
+    return scope is not None and scope.service == "s3"
 
 
 def _request_headers(environ: dict) -> list[tuple[str, str]]:

@@ -30,18 +30,15 @@ from .notifications import Notifier
 from .objects import ObjectBackend, ObjectStore
 from .s3_proxy import S3Proxy, is_s3_request
 from .results import ResultWriter, failure_location, output_location
-from .wire import AwsError, error_response, json_response, validation_error
+from .wire import AwsError, credential_scope, error_response, json_response, validation_error
 
 log = logging.getLogger(__name__)
 
 _ASYNC = re.compile(r"^/endpoints/([^/]+)/async-invocations/?$")
 _SYNC = re.compile(r"^/endpoints/([^/]+)/invocations/?$")
-_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/")
-
-
 def _region(environ: dict) -> str:
-    match = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
-    return match.group(1) if match else os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    scope = credential_scope(environ)
+    return scope.region if scope else os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
 
 
 def _slow_down(start_response):

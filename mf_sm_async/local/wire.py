@@ -3,6 +3,30 @@
 from __future__ import annotations
 
 import json
+import re
+import urllib.parse
+from dataclasses import dataclass
+
+_SCOPE = re.compile(r"/(\d{8})/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request")
+
+
+@dataclass(frozen=True)
+class CredentialScope:
+    """The date / region / service a SigV4 request was signed for: what moto routes by, no secret."""
+    date: str
+    region: str
+    service: str
+
+    def __str__(self) -> str:
+        return f"{self.date}/{self.region}/{self.service}"
+
+
+def credential_scope(environ: dict) -> CredentialScope | None:
+    """From the Authorization header, or a presigned URL's X-Amz-Credential."""
+    match = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    if match is None and "X-Amz-Credential" in environ.get("QUERY_STRING", ""):
+        match = _SCOPE.search(urllib.parse.unquote(environ["QUERY_STRING"]))
+    return CredentialScope(*match.groups()) if match else None
 
 
 class AwsError(Exception):

@@ -10,7 +10,7 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from .conftest import IMAGE, ROLE, make_bucket, upload_model
+from .conftest import IMAGE, ROLE, make_bucket
 
 
 def pid_alive(pid: int) -> bool:
