@@ -8,5 +8,14 @@ from .errors import (AsyncInferenceError, ConfigError, DeployError, InvocationEr
 
 __version__ = "0.1.0"
 
-__all__ = ["AsyncInferenceError", "ConfigError", "DeployError", "InvocationError", "ModelError",
+__all__ = ["AsyncEndpoint", "AsyncInferenceError", "ConfigError", "DeployError", "InvocationError", "ModelError",
            "TargetError", "TimeoutError", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy, so a model-server process (which imports this package) does not pay for boto3 at start-up.
+    if name == "AsyncEndpoint":
+        from .endpoint import AsyncEndpoint
+
+        return AsyncEndpoint
+    raise AttributeError(f"module 'mf_sm_async' has no attribute {name!r}")

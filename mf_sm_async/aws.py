@@ -15,9 +15,9 @@ import threading
 import boto3
 from botocore.config import Config
 
+from .config import TARGETS
 from .errors import ConfigError
 
-TARGETS = ("local", "aws")
 LOCAL_REGION = "us-east-1"
 # The emulator accepts any credentials; fixed dummy ones keep a user's real keys out of its logs.
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}

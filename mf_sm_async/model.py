@@ -139,3 +139,68 @@ def _write_archive(dest: Path, members: list[tuple[str, Path | bytes]]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return dest / ARCHIVE_NAME
+
+
+# --------------------------------------------------------------------------------------------------
+# What a user hands to AsyncEndpoint.deploy(model=...)
+
+_S3_TARBALL = "s3://"
+
+
+class ModelSource:
+    """A model spec resolved: a local tarball to upload or an S3 tarball, a readable stem, a digest.
+
+    - a fitted estimator (anything with ``predict``): packaged with our default handler;
+    - a directory holding ``code/inference.py``: packaged as it is;
+    - ``s3://.../model.tar.gz``: used in place (needs an image on AWS);
+    - any other string: the name of an existing SageMaker model.
+    """
+
+    def __init__(self, *, tarball: Path | None = None, s3_uri: str | None = None, model_name: str | None = None,
+                 stem: str, digest: str):
+        self.tarball = tarball
+        self.s3_uri = s3_uri
+        self.model_name = model_name
+        self.stem = stem
+        self.digest = digest
+
+
+def _stem(text: str) -> str:
+    cleaned = "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+    while "--" in cleaned:
+        cleaned = cleaned.replace("--", "-")
+    return cleaned[:30].strip("-") or "model"
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def resolve_model(model, work_dir: str | os.PathLike) -> ModelSource:
+    """Turn ``model`` into a :class:`ModelSource`, packaging it under ``work_dir`` when needed."""
+    if hasattr(model, "predict") and not isinstance(model, (str, os.PathLike)):
+        tarball = package_estimator(model, work_dir)
+        return ModelSource(tarball=tarball, stem=_stem(type(model).__name__), digest=_digest(tarball))
+    if isinstance(model, (str, os.PathLike)) and Path(model).is_dir():
+        tarball = package_directory(model, work_dir)
+        return ModelSource(tarball=tarball, stem=_stem(Path(model).resolve().name), digest=_digest(tarball))
+    if isinstance(model, str) and model.startswith(_S3_TARBALL):
+        if not model.endswith(".tar.gz") or len(model) <= len(_S3_TARBALL) + len(".tar.gz"):
+            raise ConfigError("model", model, "an s3:// URI of a model.tar.gz")
+        import hashlib
+
+        return ModelSource(s3_uri=model, stem=_stem(model.rsplit("/", 2)[-2] if model.count("/") > 3 else "model"),
+                           digest=hashlib.sha256(model.encode()).hexdigest())
+    if isinstance(model, str) and model and "/" not in model and not model.startswith("."):
+        import hashlib
+
+        return ModelSource(model_name=model, stem=_stem(model), digest=hashlib.sha256(model.encode()).hexdigest())
+    raise ConfigError("model", model if isinstance(model, str) else type(model).__name__,
+                      "a fitted estimator with predict(), a directory holding code/inference.py, an s3:// URI of "
+                      "a model.tar.gz, or the name of an existing SageMaker model")

@@ -1,0 +1,205 @@
+"""Every configuration field of an async endpoint, validated once, here.
+
+Deep code (the endpoint, the emulator) trusts an :class:`EndpointSpec`: each invalid value raises
+:class:`~mf_sm_async.errors.ConfigError` naming the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import numbers
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+TEARDOWN_MODES = ("zero", "delete", "keep")
+TARGETS = ("local", "aws")
+ROLE_ENV = "MF_SM_ASYNC_ROLE_ARN"
+# The emulator never assumes the role, but CreateModel requires one that looks real.
+LOCAL_ROLE_ARN = "arn:aws:iam::123456789012:role/mf-sm-async-local"
+RESERVED_TAG_PREFIXES = ("aws:", "mf-sm-async:")  # AWS's own, and the tags we set to find our resources
+
+_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+_INSTANCE_TYPE = re.compile(r"ml\.[a-z0-9]+(-[a-z0-9]+)?\.[a-z0-9]+")
+# re.ASCII: without it \d and \w also match non-ASCII digits and letters that IAM rejects.
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", re.ASCII)
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IP_ADDRESS = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+
+_ROLE_ALLOWED = "an IAM role ARN like 'arn:aws:iam::123456789012:role/name'"
+_BUCKET_ALLOWED = ("'s3://bucket[/prefix]' with a bucket name of 3 to 63 lowercase letters, digits, dots "
+                   "and hyphens, starting and ending with a letter or digit, no '..', not an IP address")
+_TAGS_ALLOWED = "a dict or an iterable of (key, value) string pairs"
+_TAG_KEY_ALLOWED = "tag keys of 1 to 128 characters, not starting with 'aws:' or 'mf-sm-async:'"
+
+
+def _integer(field: str, value: object, low: int, high: int, high_text: str | None = None) -> int:
+    # Integral admits numpy integers; bool is an int subclass, but min_instances=True is a mistake.
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(field, value, f"an integer from {low} to {high_text or high}")
+    return int(value)
+
+
+def _number(field: str, value: object, above: float, high: float) -> float:
+    # Written so that NaN fails the range test too.
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not above < value <= high:
+        raise ConfigError(field, value, f"a number greater than {above} and at most {high}")
+    return float(value)
+
+
+def _flag(field: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(field, value, "True or False")
+
+
+def _role(field: str, value: object) -> None:
+    if not isinstance(value, str) or not _ROLE_ARN.fullmatch(value):
+        raise ConfigError(field, value, _ROLE_ALLOWED)
+
+
+def _s3_prefix(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("s3://"):
+        raise ConfigError("s3_prefix", value, "None or 's3://bucket[/prefix]'")
+    bucket, _, prefix = value[len("s3://"):].rstrip("/").partition("/")
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket or _IP_ADDRESS.fullmatch(bucket):
+        raise ConfigError("s3_prefix", value, _BUCKET_ALLOWED)
+    if prefix.startswith("/") or not prefix.isprintable():
+        raise ConfigError("s3_prefix", value, "'s3://bucket/prefix' with a prefix that has no leading "
+                                              "slash and no control characters")
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+
+
+def _tags(value: object) -> tuple[tuple[str, str], ...]:
+    if isinstance(value, (str, bytes)):
+        raise ConfigError("tags", value, _TAGS_ALLOWED)
+    try:
+        pairs = list(value.items() if isinstance(value, Mapping) else value)
+    except TypeError:
+        raise ConfigError("tags", value, _TAGS_ALLOWED) from None
+    tags: dict[str, str] = {}
+    for pair in pairs:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            raise ConfigError("tags", pair, _TAGS_ALLOWED)
+        key, text = pair
+        if not 1 <= len(key) <= 128 or key.lower().startswith(RESERVED_TAG_PREFIXES):
+            raise ConfigError("tags", {key: text}, _TAG_KEY_ALLOWED,
+                              hint="'aws:' is reserved by AWS, 'mf-sm-async:' by this package")
+        if len(text) > 256:
+            raise ConfigError("tags", {key: text}, "tag values of 0 to 256 characters")
+        if tags.get(key, text) != text:
+            raise ConfigError("tags", {key: text}, "each tag key once", hint=f"{key!r} is also {tags[key]!r}")
+        tags[key] = text
+    return tuple(sorted(tags.items()))
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """What to deploy and how it scales; every field is checked when the spec is made.
+
+    ``tags`` may be given as a dict or pairs and is kept as a sorted tuple of pairs; a trailing slash
+    on ``s3_prefix`` is dropped. An invalid field raises ``ConfigError`` naming it::
+
+        >>> spec = EndpointSpec(instance_type="ml.g5.xlarge", max_instances=4, tags={"team": "ml"})
+        >>> spec.tags
+        (('team', 'ml'),)
+        >>> EndpointSpec(s3_prefix="s3://my-bucket/runs/").s3_prefix
+        's3://my-bucket/runs'
+        >>> EndpointSpec(max_instances=0)
+        Traceback (most recent call last):
+        ...
+        mf_sm_async.errors.ConfigError: max_instances=0 is invalid: allowed an integer from 1 to 1000
+        >>> EndpointSpec().resolve_role("local")
+        'arn:aws:iam::123456789012:role/mf-sm-async-local'
+    """
+
+    name: str | None = None
+    instance_type: str = "ml.m5.large"
+    min_instances: int = 0
+    max_instances: int = 2
+    initial_instances: int = 1
+    max_concurrent_invocations_per_instance: int = 4
+    notifications: bool = True
+    s3_prefix: str | None = None
+    teardown: str = "zero"
+    target: str | None = None
+    role_arn: str | None = None
+    image_uri: str | None = None
+    backlog_per_instance_target: float = 5.0
+    scale_in_cooldown_seconds: int = 300
+    scale_out_cooldown_seconds: int = 60
+    tags: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        def normalise(field: str, value: object) -> None:
+            object.__setattr__(self, field, value)
+
+        if self.name is not None and (not isinstance(self.name, str) or len(self.name) > 63
+                                      or not _NAME.fullmatch(self.name)):
+            raise ConfigError("name", self.name, "None or 1 to 63 letters, digits and hyphens, "
+                                                 "starting and ending with a letter or digit")
+        if not isinstance(self.instance_type, str) or not _INSTANCE_TYPE.fullmatch(self.instance_type):
+            raise ConfigError("instance_type", self.instance_type,
+                              "an instance type 'ml.<family>.<size>' such as 'ml.m5.large' or 'ml.g5.xlarge'")
+        # max_instances first: the other two counts are checked against it.
+        high = _integer("max_instances", self.max_instances, 1, 1000)
+        ranges = {"max_instances": (1, 1000), "min_instances": (0, high), "initial_instances": (1, high),
+                  "max_concurrent_invocations_per_instance": (1, 1000),
+                  "scale_in_cooldown_seconds": (0, 86_400), "scale_out_cooldown_seconds": (0, 86_400)}
+        for field, (low, top) in ranges.items():
+            top_text = f"max_instances ({high})" if field in ("min_instances", "initial_instances") else None
+            normalise(field, _integer(field, getattr(self, field), low, top, top_text))
+        _flag("notifications", self.notifications)
+        normalise("s3_prefix", _s3_prefix(self.s3_prefix))
+        if self.teardown not in TEARDOWN_MODES:
+            raise ConfigError("teardown", self.teardown, "one of " + ", ".join(map(repr, TEARDOWN_MODES)))
+        if self.target is not None and self.target not in TARGETS:
+            raise ConfigError("target", self.target, "None, 'local' or 'aws'")
+        if self.role_arn is not None:
+            _role("role_arn", self.role_arn)
+        if self.image_uri is not None and (not isinstance(self.image_uri, str) or not 1 <= len(self.image_uri) <= 255
+                                           or any(c.isspace() for c in self.image_uri)):
+            raise ConfigError("image_uri", self.image_uri, "None or 1 to 255 characters without whitespace")
+        normalise("backlog_per_instance_target",
+                  _number("backlog_per_instance_target", self.backlog_per_instance_target, 0, 1_000_000))
+        normalise("tags", _tags(self.tags))
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: object) -> EndpointSpec:
+        """Like ``EndpointSpec(**kwargs)``, but a misspelt keyword is a ``ConfigError``, not a ``TypeError``.
+
+        >>> EndpointSpec.from_kwargs(max_instances=3).max_instances
+        3
+        """
+        names = sorted(f.name for f in dataclasses.fields(cls))
+        for key in sorted(kwargs):
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                raise ConfigError(key, kwargs[key], "one of: " + ", ".join(names),
+                                  hint=f"did you mean {close[0]}=?" if close else None)
+        return cls(**kwargs)
+
+    def resolve_role(self, target: str) -> str:
+        """The execution role for ``target``: ``role_arn``, else ``$MF_SM_ASYNC_ROLE_ARN`` (AWS) or a dummy (local).
+
+        >>> EndpointSpec(role_arn="arn:aws:iam::111122223333:role/sm").resolve_role("aws")
+        'arn:aws:iam::111122223333:role/sm'
+        """
+        if target not in TARGETS:
+            raise ConfigError("target", target, "'local' or 'aws'")
+        if self.role_arn:
+            return self.role_arn
+        if target == "local":
+            return LOCAL_ROLE_ARN
+        from_env = os.environ.get(ROLE_ENV)
+        if from_env:
+            _role(ROLE_ENV, from_env)
+            return from_env
+        raise ConfigError("role_arn", None, f"an IAM role ARN for the AWS target (argument role_arn= or {ROLE_ENV})",
+                          hint=f"pass role_arn='arn:aws:iam::<account>:role/<name>' or export {ROLE_ENV}; "
+                               "the role needs SageMaker's execution-role permissions")

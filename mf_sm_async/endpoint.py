@@ -1,0 +1,262 @@
+"""AsyncEndpoint: a model on an asynchronous endpoint that costs nothing idle and never outlives its use.
+
+::
+
+    from sklearn.linear_model import LogisticRegression
+    from mf_sm_async import AsyncEndpoint
+
+    model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    with AsyncEndpoint.deploy(model=model, max_instances=2) as ep:   # local emulator by default
+        print(ep.status().instances)
+    # on exit: teardown="zero" (scaled to zero, kept for reuse); "delete" removes everything it made
+
+``deploy`` creates, in order and tagged ``mf-sm-async:managed``: the S3 prefix, the model, the SNS
+success / error topics with an SQS queue subscribed (our own completion tracking), the endpoint config
+with the full AsyncInferenceConfig, the endpoint (waited for until InService), then the scalable target,
+a target-tracking policy on ApproximateBacklogSizePerInstance and the step policy + CloudWatch alarm on
+HasBacklogWithoutCapacity so the endpoint leaves zero by itself. A failure half way deletes what it
+created and says which step failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+from botocore.exceptions import ClientError
+
+from . import aws
+from .config import EndpointSpec
+from .errors import DeployError
+from .model import resolve_model
+
+log = logging.getLogger(__name__)
+
+MANAGED_TAG = "mf-sm-async:managed"
+VARIANT = "AllTraffic"
+DIMENSION = "sagemaker:variant:DesiredInstanceCount"
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    name: str
+    status: str
+    instances: int
+    desired_instances: int
+    backlog: float | None
+    oldest_request_age_seconds: float | None
+    recent_failures: float | None
+    failure_reason: str | None = None
+
+
+@dataclass
+class Resources:
+    """Names of everything an endpoint of ours owns (all derived from the endpoint name)."""
+    name: str
+    bucket: str
+    prefix: str
+    region: str
+    account: str
+
+    @property
+    def model(self) -> str:
+        return self.name
+
+    @property
+    def config(self) -> str:
+        return self.name
+
+    @property
+    def success_topic(self) -> str:
+        return f"arn:aws:sns:{self.region}:{self.account}:{self.name}-success"
+
+    @property
+    def error_topic(self) -> str:
+        return f"arn:aws:sns:{self.region}:{self.account}:{self.name}-error"
+
+    @property
+    def queue_name(self) -> str:
+        return f"{self.name}-notifications"
+
+    @property
+    def resource_id(self) -> str:
+        return f"endpoint/{self.name}/variant/{VARIANT}"
+
+    @property
+    def alarm(self) -> str:
+        return f"{self.name}-has-backlog-without-capacity"
+
+    @property
+    def output_path(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}/outputs"
+
+    @property
+    def failure_path(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}/failures"
+
+
+def endpoint_name(stem: str, digest: str, spec: EndpointSpec) -> str:
+    """Readable stem + short hash of the model and its config: at most 63 characters."""
+    config = json.dumps({k: v for k, v in asdict(spec).items() if k not in ("teardown", "target", "name")},
+                        sort_keys=True, default=str)
+    short = hashlib.sha256((digest + config).encode()).hexdigest()[:10]
+    return f"mfsa-{stem[:46].strip('-')}-{short}"
+
+
+class AsyncEndpoint:
+    def __init__(self, resources: Resources, spec: EndpointSpec, *, target: str, owned: bool):
+        self.resources = resources
+        self.spec = spec
+        self.target = target
+        self.owned = owned
+        self.teardown_mode = spec.teardown if owned else "keep"
+
+    @property
+    def name(self) -> str:
+        return self.resources.name
+
+    def _client(self, service: str):
+        return aws.client(service, self.target)
+
+    # creation ----------------------------------------------------------------------------------
+    @classmethod
+    def deploy(cls, model, **options) -> "AsyncEndpoint":
+        """Deploy ``model`` (estimator, directory, s3:// tarball or model name); see the module doc."""
+        spec = EndpointSpec.from_kwargs(**options)
+        target = aws.resolve_target(spec.target)
+        role = spec.resolve_role(target)
+        with tempfile.TemporaryDirectory() as work:
+            source = resolve_model(model, work)
+            name = spec.name or endpoint_name(source.stem, source.digest, spec)
+            account = aws.client("sts", target).get_caller_identity()["Account"]
+            region = aws.client("sagemaker", target).meta.region_name
+            bucket, _, base = (spec.s3_prefix or f"s3://mf-sm-async-{account}-{region}/mf-sm-async")[5:].partition("/")
+            resources = Resources(name=name, bucket=bucket, prefix=f"{base or 'mf-sm-async'}/{name}", region=region,
+                                  account=account)
+            endpoint = cls(resources, spec, target=target, owned=True)
+            if endpoint._reusable():
+                log.info("re-using running endpoint %s", name)
+                endpoint._scaling(enable=True)
+                return endpoint
+            _Builder(endpoint, source, role).build()
+        return endpoint
+
+    @classmethod
+    def attach(cls, name: str, *, target: str | None = None) -> "AsyncEndpoint":
+        """An existing endpoint: nothing is created, and teardown defaults to ``keep``."""
+        target = aws.resolve_target(target)
+        sagemaker = aws.client("sagemaker", target)
+        try:
+            described = sagemaker.describe_endpoint(EndpointName=name)
+        except ClientError as error:
+            raise DeployError(f"cannot attach to endpoint {name!r}: {error.response['Error']['Message']}",
+                              "`mf-sm-async endpoints list` shows the endpoints there are") from None
+        if "AsyncInferenceConfig" not in described:
+            raise DeployError(f"endpoint {name!r} is not an asynchronous endpoint (no AsyncInferenceConfig)")
+        output = described["AsyncInferenceConfig"]["OutputConfig"]["S3OutputPath"]
+        bucket, _, prefix = output[5:].partition("/")
+        arn_parts = described["EndpointArn"].split(":")
+        resources = Resources(name=name, bucket=bucket, prefix=prefix.rsplit("/outputs", 1)[0],
+                              region=arn_parts[3], account=arn_parts[4])
+        return cls(resources, EndpointSpec(name=name, teardown="keep"), target=target, owned=False)
+
+    def _reusable(self) -> bool:
+        try:
+            described = self._client("sagemaker").describe_endpoint(EndpointName=self.name)
+        except ClientError:
+            return False
+        if described["EndpointStatus"] in ("InService", "Updating", "Creating"):
+            self._wait_in_service()
+            return True
+        raise DeployError(f"endpoint {self.name} exists with status {described['EndpointStatus']}",
+                          f"delete it (`mf-sm-async endpoints teardown {self.name} --delete`) and deploy again")
+
+    def _wait_in_service(self, timeout: float = 1800.0) -> None:
+        sagemaker, delay = self._client("sagemaker"), (0.2 if self.target == "local" else 15.0)
+        deadline = time.monotonic() + timeout
+        while True:
+            described = sagemaker.describe_endpoint(EndpointName=self.name)
+            if described["EndpointStatus"] == "InService":
+                return
+            if described["EndpointStatus"] == "Failed":
+                raise DeployError(f"endpoint {self.name} failed: {described.get('FailureReason', 'no reason given')}")
+            if time.monotonic() > deadline:
+                raise DeployError(f"endpoint {self.name} not InService after {timeout:.0f}s "
+                                  f"(status {described['EndpointStatus']})")
+            time.sleep(delay)
+
+    # what it is doing ----------------------------------------------------------------------------
+    def status(self) -> EndpointStatus:
+        """Instances (current / desired), backlog, age of the oldest request, recent failures."""
+        described = self._client("sagemaker").describe_endpoint(EndpointName=self.name)
+        variant = (described.get("ProductionVariants") or [{}])[0]
+        return EndpointStatus(
+            name=self.name, status=described["EndpointStatus"],
+            instances=int(variant.get("CurrentInstanceCount", 0)),
+            desired_instances=int(variant.get("DesiredInstanceCount", 0)),
+            backlog=self._metric("ApproximateBacklogSize", "Maximum"),
+            oldest_request_age_seconds=self._metric("ApproximateAgeOfOldestRequest", "Maximum"),
+            recent_failures=self._metric("InvocationFailures", "Sum", minutes=15),
+            failure_reason=described.get("FailureReason"))
+
+    def _metric(self, metric: str, statistic: str, minutes: int = 5) -> float | None:
+        now = dt.datetime.now(dt.timezone.utc)
+        points = self._client("cloudwatch").get_metric_statistics(
+            Namespace="AWS/SageMaker", MetricName=metric, Dimensions=[{"Name": "EndpointName", "Value": self.name}],
+            StartTime=now - dt.timedelta(minutes=minutes), EndTime=now + dt.timedelta(minutes=1),
+            Period=60 * (minutes + 1), Statistics=[statistic])["Datapoints"]
+        return max(p[statistic] for p in points) if points else None
+
+    # the end of it -------------------------------------------------------------------------------
+    def scale_to_zero(self) -> None:
+        """Zero instances now; the endpoint stays, and the next invocation wakes it."""
+        self._scaling(enable=False)
+        sagemaker = self._client("sagemaker")
+        described = sagemaker.describe_endpoint(EndpointName=self.name)
+        if described["ProductionVariants"][0].get("DesiredInstanceCount", 0) != 0:
+            sagemaker.update_endpoint_weights_and_capacities(EndpointName=self.name, DesiredWeightsAndCapacities=[
+                {"VariantName": VARIANT, "DesiredInstanceCount": 0}])
+
+    def _scaling(self, enable: bool) -> None:
+        """Switch the wake-up alarm: off at teardown, so leftover queued requests cannot restart
+        (and bill) the endpoint until their TTL; on again when it is used."""
+        cloudwatch = self._client("cloudwatch")
+        if not cloudwatch.describe_alarms(AlarmNames=[self.resources.alarm])["MetricAlarms"]:
+            return
+        if enable:
+            cloudwatch.enable_alarm_actions(AlarmNames=[self.resources.alarm])
+        else:
+            cloudwatch.disable_alarm_actions(AlarmNames=[self.resources.alarm])
+
+    def delete(self) -> None:
+        """Delete the endpoint and everything deploy made for it; results in S3 are kept."""
+        _delete_all(self)
+
+    def teardown(self, mode: str | None = None) -> None:
+        """Apply ``zero`` / ``delete`` / ``keep`` (default: this endpoint's teardown); safe to repeat."""
+        mode = mode or self.teardown_mode
+        if mode == "delete":
+            self.delete()
+        elif mode == "zero":
+            try:
+                self.scale_to_zero()
+            except ClientError as error:
+                if "Could not find" not in str(error):
+                    raise
+
+    def __enter__(self) -> "AsyncEndpoint":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.teardown()
+
+    def __repr__(self) -> str:
+        return f"AsyncEndpoint({self.name!r}, target={self.target!r}, teardown={self.teardown_mode!r})"
+
+
+from .endpoint_build import _Builder, _delete_all  # noqa: E402  (the creation and deletion steps)

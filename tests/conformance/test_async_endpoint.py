@@ -1,0 +1,129 @@
+"""AsyncEndpoint's lifecycle on the emulator, with real model processes: deploy, use, scale to zero,
+wake, delete; a failed deploy leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+
+import pytest
+from botocore.exceptions import ClientError
+
+from mf_sm_async import AsyncEndpoint, DeployError, aws
+from mf_sm_async.local import daemon
+
+from .conftest import MODELS
+from .test_endpoint_lifecycle import pid_alive, wait_for
+
+
+@pytest.fixture(scope="module")
+def local_target(tmp_path_factory):
+    """The package's own local target (auto-started daemon) in a home of its own, time scale 600."""
+    home = tmp_path_factory.mktemp("home")
+    saved = {k: os.environ.get(k) for k in ("MF_SM_ASYNC_HOME", "MF_SM_ASYNC_TIME_SCALE", "MF_SM_ASYNC_TARGET")}
+    os.environ.update(MF_SM_ASYNC_HOME=str(home), MF_SM_ASYNC_TIME_SCALE="600")
+    os.environ.pop("MF_SM_ASYNC_TARGET", None)
+    yield home
+    daemon.stop(home / "local")
+    for key, value in saved.items():
+        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+@pytest.fixture(scope="module")
+def estimator():
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    features, labels = load_digits(return_X_y=True)
+    return LogisticRegression(max_iter=2000).fit(features[:500], labels[:500]), features[500:510]
+
+
+def counts(name: str) -> dict:
+    url = aws.local_endpoint_url()
+    with urllib.request.urlopen(f"{url}/_mf_sm_async/counts") as response:
+        return json.load(response).get(f"us-east-1/{name}", {})
+
+
+def resources() -> dict:
+    """Every resource kind deploy makes, counted through the APIs."""
+    sm, sns, sqs = aws.client("sagemaker"), aws.client("sns"), aws.client("sqs")
+    return {
+        "endpoints": len(sm.list_endpoints()["Endpoints"]),
+        "configs": len(sm.list_endpoint_configs()["EndpointConfigs"]),
+        "models": len(sm.list_models()["Models"]),
+        "topics": len(sns.list_topics()["Topics"]),
+        "queues": len(sqs.list_queues().get("QueueUrls", [])),
+        "alarms": len(aws.client("cloudwatch").describe_alarms()["MetricAlarms"]),
+        "scalable targets": len(aws.client("application-autoscaling").describe_scalable_targets(
+            ServiceNamespace="sagemaker")["ScalableTargets"]),
+    }
+
+
+def score(ep: AsyncEndpoint, rows) -> list:
+    body = "".join(json.dumps(r.tolist()) + "\n" for r in rows).encode()
+    answer = aws.client("sagemaker-runtime").invoke_endpoint_async(
+        EndpointName=ep.name, Body=body, ContentType="application/jsonlines", Accept="application/jsonlines")
+    bucket, key = answer["OutputLocation"][5:].split("/", 1)
+    s3 = aws.client("s3")
+
+    def ready():
+        try:
+            return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError:
+            return None
+    return [json.loads(line) for line in wait_for(ready, timeout=60, what="the output").decode().splitlines()]
+
+
+def test_deploy_score_scale_to_zero_wake_and_delete(local_target, estimator):
+    model, rows = estimator
+    before = resources()
+    ep = AsyncEndpoint.deploy(model=model, max_instances=2, tags={"team": "ml"})
+    assert len(ep.name) <= 63 and ep.name.startswith("mfsa-logisticregression-")
+    tags = {t["Key"]: t["Value"] for t in aws.client("sagemaker").list_tags(
+        ResourceArn=aws.client("sagemaker").describe_endpoint(EndpointName=ep.name)["EndpointArn"])["Tags"]}
+    assert tags["mf-sm-async:managed"] == "true" and tags["team"] == "ml"
+    assert score(ep, rows) == model.predict(rows).tolist()
+    status = ep.status()
+    assert (status.status, status.instances) == ("InService", 1)
+    [pid] = counts(ep.name)["pids"]
+
+    ep.scale_to_zero()
+    wait_for(lambda: ep.status().instances == 0, what="zero instances")
+    wait_for(lambda: not pid_alive(pid), what="the model server to stop")
+    again = AsyncEndpoint.deploy(model=model, max_instances=2, tags={"team": "ml"})  # same model: same endpoint
+    assert again.name == ep.name
+    assert score(again, rows[:3]) == model.predict(rows[:3]).tolist()  # woken from zero by its alarm
+    assert counts(ep.name)["pids"] and counts(ep.name)["pids"] != [pid]
+
+    ep.delete()
+    ep.delete()  # safe twice
+    assert resources() == before
+    assert counts(ep.name) == {}
+
+
+def test_failed_deploy_leaves_nothing_behind(local_target):
+    before = resources()
+    with pytest.raises(DeployError) as error:
+        AsyncEndpoint.deploy(model=str(MODELS / "broken"))
+    assert "weights are corrupt" in str(error.value)
+    assert "endpoint step" in str(error.value) and "nothing left behind" in str(error.value)
+    assert resources() == before
+
+
+def test_attach_keeps_what_it_did_not_make(local_target, estimator):
+    model, rows = estimator
+    made = AsyncEndpoint.deploy(model=model, max_instances=1, teardown="delete")
+    with AsyncEndpoint.attach(made.name) as attached:
+        assert attached.teardown_mode == "keep"
+        assert score(attached, rows[:2]) == model.predict(rows[:2]).tolist()
+    assert aws.client("sagemaker").describe_endpoint(EndpointName=made.name)["EndpointStatus"] == "InService"
+    with made:
+        pass  # its own teardown: delete
+    with pytest.raises(ClientError):
+        aws.client("sagemaker").describe_endpoint(EndpointName=made.name)
+
+
+def test_attach_to_a_missing_endpoint_is_a_clear_error(local_target):
+    with pytest.raises(DeployError, match="cannot attach to endpoint 'nope'"):
+        AsyncEndpoint.attach("nope")
