@@ -1,6 +1,8 @@
 """The ``mf-sm-async`` command: parses arguments and calls the package; no logic of its own.
 
     mf-sm-async local serve|start|status|stop|env
+    mf-sm-async endpoints list | teardown NAME [--delete] | logs NAME
+    mf-sm-async cleanup --older-than 2h
     mf-sm-async demo
 """
 
@@ -11,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import AsyncInferenceError
+from .errors import AsyncInferenceError, ConfigError
 
 
 def _local(args) -> int:
@@ -39,6 +41,52 @@ def _local(args) -> int:
     return 0
 
 
+def _endpoints(args) -> int:
+    from . import endpoint
+
+    if args.action == "list":
+        rows = endpoint.list_managed(args.target)
+        print(f"{'NAME':<63}  {'STATUS':<10} {'AGE':>8} {'INSTANCES':>9} {'BACKLOG':>7}")
+        for row in rows:
+            backlog = "-" if row.backlog is None else f"{row.backlog:.0f}"
+            print(f"{row.name:<63}  {row.status:<10} {_age(row.age_seconds):>8} {row.instances:>9} {backlog:>7}")
+        if not rows:
+            print("(no endpoints made by mf-sm-async)")
+    elif args.action == "teardown":
+        if not args.name:
+            raise ConfigError("NAME", None, "the endpoint's name: mf-sm-async endpoints teardown NAME [--delete]")
+        endpoint.teardown_managed(args.name, delete=args.delete, target=args.target)
+        print(f"{args.name}: {'deleted' if args.delete else 'scaled to zero'}")
+    elif args.action == "logs":
+        if not args.name:
+            raise ConfigError("NAME", None, "the endpoint's name: mf-sm-async endpoints logs NAME")
+        print(endpoint.container_logs(args.name, target=args.target, lines=args.lines))
+    return 0
+
+
+def _cleanup(args) -> int:
+    from . import endpoint
+
+    gone = endpoint.cleanup(_duration(args.older_than), target=args.target)
+    print("deleted: " + (", ".join(gone) if gone else "nothing"))
+    return 0
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return float(text[:-1]) * units[text[-1]]
+    except (KeyError, ValueError, IndexError):
+        raise ConfigError("--older-than", text, "a number and a unit: 30m, 2h, 1d") from None
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -58,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--time-scale", type=float, default=None,
                        help="run TTLs and scaling periods this many times faster (tests)")
     local.set_defaults(func=_local)
+
+    endpoints = commands.add_parser("endpoints", help="the endpoints mf-sm-async made")
+    endpoints.add_argument("action", choices=["list", "teardown", "logs"])
+    endpoints.add_argument("name", nargs="?", help="teardown / logs: the endpoint")
+    endpoints.add_argument("--delete", action="store_true", help="teardown: delete instead of scaling to zero")
+    endpoints.add_argument("--lines", type=int, default=50, help="logs: how many lines")
+    endpoints.add_argument("--target", choices=["local", "aws"], default=None)
+    endpoints.set_defaults(func=_endpoints)
+
+    clean = commands.add_parser("cleanup", help="delete our endpoints older than a duration (orphans)")
+    clean.add_argument("--older-than", required=True, help="e.g. 30m, 2h, 1d")
+    clean.add_argument("--target", choices=["local", "aws"], default=None)
+    clean.set_defaults(func=_cleanup)
 
     demo = commands.add_parser("demo", help="train a scikit-learn model, score it on the emulator, tear down")
     demo.add_argument("--rows-per-payload", type=int, default=50)

@@ -259,4 +259,73 @@ class AsyncEndpoint:
         return f"AsyncEndpoint({self.name!r}, target={self.target!r}, teardown={self.teardown_mode!r})"
 
 
+@dataclass(frozen=True)
+class ManagedEndpoint:
+    name: str
+    status: str
+    age_seconds: float
+    instances: int
+    backlog: float | None
+
+
+def list_managed(target: str | None = None) -> list[ManagedEndpoint]:
+    """The endpoints deploy made (tagged ``mf-sm-async:managed``), oldest first."""
+    sagemaker = aws.client("sagemaker", target)
+    found = []
+    for page in sagemaker.get_paginator("list_endpoints").paginate():
+        for summary in page["Endpoints"]:
+            tags = {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=summary["EndpointArn"])["Tags"]}
+            if tags.get(MANAGED_TAG) != "true":
+                continue
+            created = summary["CreationTime"]
+            ep = AsyncEndpoint.attach(summary["EndpointName"], target=target)
+            status = ep.status()
+            found.append(ManagedEndpoint(summary["EndpointName"], status.status,
+                                         (dt.datetime.now(created.tzinfo) - created).total_seconds(),
+                                         status.instances, status.backlog))
+    return sorted(found, key=lambda e: -e.age_seconds)
+
+
+def teardown_managed(name: str, *, delete: bool, target: str | None = None) -> None:
+    """Scale one of our endpoints to zero, or delete it and everything deploy made for it."""
+    ep = AsyncEndpoint.attach(name, target=target)
+    arn = ep._client("sagemaker").describe_endpoint(EndpointName=name)["EndpointArn"]
+    tags = {t["Key"]: t["Value"] for t in ep._client("sagemaker").list_tags(ResourceArn=arn)["Tags"]}
+    if tags.get(MANAGED_TAG) != "true":
+        raise DeployError(f"endpoint {name} was not made by mf-sm-async (no {MANAGED_TAG} tag): left alone",
+                          "tear it down with the tool that made it")
+    ep.teardown("delete" if delete else "zero")
+
+
+def container_logs(name: str, *, target: str | None = None, lines: int = 50) -> str:
+    """The model container's last log lines: the model-server processes' output on the emulator, the
+    endpoint's CloudWatch log group (/aws/sagemaker/Endpoints/NAME) on AWS."""
+    target = aws.resolve_target(target)
+    if target == "local":
+        from pathlib import Path
+
+        from .local import daemon
+        from .local.instances import tail
+
+        state_dir = Path(daemon.start()["state_dir"])
+        logs = sorted((state_dir / "endpoints").glob(f"*/{name}/logs/*.log"), key=lambda p: p.stat().st_mtime)
+        text = "\n".join(f"== instance {p.stem} ==\n{tail(p, lines)}" for p in logs[-3:])
+    else:
+        try:
+            events = aws.client("logs", target).filter_log_events(
+                logGroupName=f"/aws/sagemaker/Endpoints/{name}", limit=lines)["events"]
+        except ClientError as error:
+            raise DeployError(f"no container log for {name}: {error.response['Error']['Message']}") from None
+        text = "\n".join(e["message"] for e in events)
+    return text or f"(no container log for {name} yet)"
+
+
+def cleanup(older_than_seconds: float, target: str | None = None) -> list[str]:
+    """Delete our endpoints older than ``older_than_seconds``: orphans of runs that died."""
+    gone = [e.name for e in list_managed(target) if e.age_seconds > older_than_seconds]
+    for name in gone:
+        teardown_managed(name, delete=True, target=target)
+    return gone
+
+
 from .endpoint_build import _Builder, _delete_all  # noqa: E402  (the creation and deletion steps)

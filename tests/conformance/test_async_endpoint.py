@@ -127,3 +127,43 @@ def test_attach_keeps_what_it_did_not_make(local_target, estimator):
 def test_attach_to_a_missing_endpoint_is_a_clear_error(local_target):
     with pytest.raises(DeployError, match="cannot attach to endpoint 'nope'"):
         AsyncEndpoint.attach("nope")
+
+
+def test_cli_lists_tears_down_shows_logs_and_cleans_up(local_target, estimator):
+    import subprocess
+    import sys
+
+    model, rows = estimator
+    ep = AsyncEndpoint.deploy(model=model, max_instances=1, name="cli-managed-endpoint")
+
+    def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "mf_sm_async.cli", *args], capture_output=True, text=True,
+                                timeout=120, env=os.environ)
+        assert not check or result.returncode == 0, result.stderr
+        return result
+
+    listed = cli("endpoints", "list").stdout
+    [line] = [l for l in listed.splitlines() if l.startswith("cli-managed-endpoint")]
+    assert line.split()[1:2] == ["InService"] and line.split()[3] == "1"
+    assert "model server listening" in cli("endpoints", "logs", "cli-managed-endpoint").stdout
+    assert cli("endpoints", "teardown", "cli-managed-endpoint").stdout.strip() == "cli-managed-endpoint: scaled to zero"
+    wait_for(lambda: ep.status().instances == 0, what="zero instances")
+
+    bad = cli("cleanup", "--older-than", "soon", check=False)
+    assert bad.returncode == 2 and "--older-than='soon' is invalid" in bad.stderr
+    assert "cli-managed-endpoint" in cli("cleanup", "--older-than", "0s").stdout
+    assert "cli-managed-endpoint" not in cli("endpoints", "list").stdout
+
+
+def test_cli_refuses_to_tear_down_an_endpoint_it_did_not_make(local_target, tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import Clients, create_deployment
+
+    foreign = create_deployment(Clients(aws.local_endpoint_url()), tmp_path)
+    result = subprocess.run([sys.executable, "-m", "mf_sm_async.cli", "endpoints", "teardown", foreign.name,
+                             "--delete"], capture_output=True, text=True, timeout=120, env=os.environ)
+    assert result.returncode == 2 and "was not made by mf-sm-async" in result.stderr
+    assert aws.client("sagemaker").describe_endpoint(EndpointName=foreign.name)["EndpointStatus"] == "InService"
+    aws.client("sagemaker").delete_endpoint(EndpointName=foreign.name)
