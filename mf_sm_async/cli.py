@@ -67,8 +67,10 @@ def _endpoints(args) -> int:
 def _cleanup(args) -> int:
     from . import endpoint
 
-    gone = endpoint.cleanup(_duration(args.older_than), target=args.target)
-    print("deleted: " + (", ".join(gone) if gone else "nothing"))
+    deleted, leased = endpoint.cleanup(_duration(args.older_than), target=args.target)
+    print("deleted: " + (", ".join(deleted) if deleted else "nothing"))
+    if leased:
+        print("still in use (live lease), kept: " + ", ".join(leased))
     return 0
 
 

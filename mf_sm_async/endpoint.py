@@ -33,6 +33,7 @@ from botocore.exceptions import ClientError
 from . import aws
 from .config import EndpointSpec
 from .errors import DeployError
+from .lease import Lease
 from .model import resolve_model
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,12 @@ class AsyncEndpoint:
         self.target = target
         self.owned = owned
         self.teardown_mode = spec.teardown if owned else "keep"
+        self.lease: Lease | None = None
+
+    def _hold(self) -> "AsyncEndpoint":
+        """Take this holder's lease on the endpoint (renewed in the background until teardown)."""
+        self.lease = Lease(self._client("s3"), self.resources.bucket, self.resources.prefix).acquire()
+        return self
 
     @property
     def name(self) -> str:
@@ -142,13 +149,14 @@ class AsyncEndpoint:
             if endpoint._reusable():
                 log.info("re-using running endpoint %s", name)
                 endpoint._scaling(enable=True)
-                return endpoint
+                return endpoint._hold()
             _Builder(endpoint, source, role).build()
-        return endpoint
+        return endpoint._hold()
 
     @classmethod
-    def attach(cls, name: str, *, target: str | None = None) -> "AsyncEndpoint":
-        """An existing endpoint: nothing is created, and teardown defaults to ``keep``."""
+    def attach(cls, name: str, *, target: str | None = None, hold: bool = True) -> "AsyncEndpoint":
+        """An existing endpoint: nothing is created, and teardown defaults to ``keep``. ``hold`` takes a
+        lease, so others' teardowns leave the endpoint up while this holder uses it."""
         target = aws.resolve_target(target)
         sagemaker = aws.client("sagemaker", target)
         try:
@@ -163,7 +171,8 @@ class AsyncEndpoint:
         arn_parts = described["EndpointArn"].split(":")
         resources = Resources(name=name, bucket=bucket, prefix=prefix.rsplit("/outputs", 1)[0],
                               region=arn_parts[3], account=arn_parts[4])
-        return cls(resources, EndpointSpec(name=name, teardown="keep"), target=target, owned=False)
+        endpoint = cls(resources, EndpointSpec(name=name, teardown="keep"), target=target, owned=False)
+        return endpoint._hold() if hold else endpoint
 
     def _reusable(self) -> bool:
         try:
@@ -238,8 +247,19 @@ class AsyncEndpoint:
         _delete_all(self)
 
     def teardown(self, mode: str | None = None) -> None:
-        """Apply ``zero`` / ``delete`` / ``keep`` (default: this endpoint's teardown); safe to repeat."""
+        """Apply ``zero`` / ``delete`` / ``keep`` (default: this endpoint's teardown); safe to repeat.
+
+        Releases this holder's lease first; while another holder's lease is live the endpoint is left
+        as it is (that holder's own teardown, or the expiry of its lease, decides). ``scale_to_zero()``
+        and ``delete()`` called directly do not ask."""
         mode = mode or self.teardown_mode
+        if self.lease is not None:
+            others = self.lease.other_live_holders()
+            self.lease.release()
+            self.lease = None
+            if others and mode != "keep":
+                log.info("endpoint %s left as it is: still leased by %s", self.name, ", ".join(others))
+                return
         if mode == "delete":
             self.delete()
         elif mode == "zero":
@@ -278,23 +298,29 @@ def list_managed(target: str | None = None) -> list[ManagedEndpoint]:
             if tags.get(MANAGED_TAG) != "true":
                 continue
             created = summary["CreationTime"]
-            ep = AsyncEndpoint.attach(summary["EndpointName"], target=target)
-            status = ep.status()
+            status = AsyncEndpoint.attach(summary["EndpointName"], target=target, hold=False).status()
             found.append(ManagedEndpoint(summary["EndpointName"], status.status,
                                          (dt.datetime.now(created.tzinfo) - created).total_seconds(),
                                          status.instances, status.backlog))
     return sorted(found, key=lambda e: -e.age_seconds)
 
 
-def teardown_managed(name: str, *, delete: bool, target: str | None = None) -> None:
-    """Scale one of our endpoints to zero, or delete it and everything deploy made for it."""
-    ep = AsyncEndpoint.attach(name, target=target)
+def _attach_managed(name: str, target: str | None) -> AsyncEndpoint:
+    """Ours (tagged) or a DeployError; holds no lease of its own."""
+    ep = AsyncEndpoint.attach(name, target=target, hold=False)
     arn = ep._client("sagemaker").describe_endpoint(EndpointName=name)["EndpointArn"]
     tags = {t["Key"]: t["Value"] for t in ep._client("sagemaker").list_tags(ResourceArn=arn)["Tags"]}
     if tags.get(MANAGED_TAG) != "true":
         raise DeployError(f"endpoint {name} was not made by mf-sm-async (no {MANAGED_TAG} tag): left alone",
                           "tear it down with the tool that made it")
-    ep.teardown("delete" if delete else "zero")
+    return ep
+
+
+def teardown_managed(name: str, *, delete: bool, target: str | None = None) -> None:
+    """Scale one of our endpoints to zero, or delete it and everything deploy made for it: an explicit
+    order, carried out even while other holders lease it."""
+    ep = _attach_managed(name, target)
+    ep.delete() if delete else ep.scale_to_zero()
 
 
 def container_logs(name: str, *, target: str | None = None, lines: int = 50) -> str:
@@ -320,12 +346,20 @@ def container_logs(name: str, *, target: str | None = None, lines: int = 50) -> 
     return text or f"(no container log for {name} yet)"
 
 
-def cleanup(older_than_seconds: float, target: str | None = None) -> list[str]:
-    """Delete our endpoints older than ``older_than_seconds``: orphans of runs that died."""
-    gone = [e.name for e in list_managed(target) if e.age_seconds > older_than_seconds]
-    for name in gone:
-        teardown_managed(name, delete=True, target=target)
-    return gone
+def cleanup(older_than_seconds: float, target: str | None = None) -> tuple[list[str], list[str]]:
+    """Delete our endpoints older than ``older_than_seconds`` that no live holder leases (the orphans of
+    runs that died); returns (deleted, skipped because leased)."""
+    deleted, leased = [], []
+    for row in list_managed(target):
+        if row.age_seconds <= older_than_seconds:
+            continue
+        ep = _attach_managed(row.name, target)
+        if Lease(ep._client("s3"), ep.resources.bucket, ep.resources.prefix).other_live_holders():
+            leased.append(row.name)
+        else:
+            ep.delete()
+            deleted.append(row.name)
+    return deleted, leased
 
 
 from .endpoint_build import _Builder, _delete_all  # noqa: E402  (the creation and deletion steps)

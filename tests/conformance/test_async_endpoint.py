@@ -151,7 +151,10 @@ def test_cli_lists_tears_down_shows_logs_and_cleans_up(local_target, estimator):
 
     bad = cli("cleanup", "--older-than", "soon", check=False)
     assert bad.returncode == 2 and "--older-than='soon' is invalid" in bad.stderr
-    assert "cli-managed-endpoint" in cli("cleanup", "--older-than", "0s").stdout
+    kept = cli("cleanup", "--older-than", "0s").stdout
+    assert "still in use (live lease), kept: cli-managed-endpoint" in kept  # this test still holds it
+    ep.teardown("keep")  # releases the lease
+    assert "deleted: cli-managed-endpoint" in cli("cleanup", "--older-than", "0s").stdout
     assert "cli-managed-endpoint" not in cli("endpoints", "list").stdout
 
 
@@ -167,3 +170,23 @@ def test_cli_refuses_to_tear_down_an_endpoint_it_did_not_make(local_target, tmp_
     assert result.returncode == 2 and "was not made by mf-sm-async" in result.stderr
     assert aws.client("sagemaker").describe_endpoint(EndpointName=foreign.name)["EndpointStatus"] == "InService"
     aws.client("sagemaker").delete_endpoint(EndpointName=foreign.name)
+
+
+def test_teardown_never_pulls_an_endpoint_from_under_another_live_holder(local_target, estimator):
+    import json as _json
+    import time
+
+    model, rows = estimator
+    first = AsyncEndpoint.deploy(model=model, max_instances=1, name="leased-endpoint")
+    second = AsyncEndpoint.deploy(model=model, max_instances=1, name="leased-endpoint")
+    first.teardown()  # "zero", but the second holder is live
+    assert first.status().desired_instances == 1
+    assert score(second, rows[:2]) == model.predict(rows[:2]).tolist()
+
+    # a holder that died: its lease is there but expired, so it no longer counts
+    s3 = aws.client("s3")
+    s3.put_object(Bucket=second.resources.bucket, Key=f"{second.resources.prefix}/leases/dead-holder.json",
+                  Body=_json.dumps({"holder": "dead-holder", "expires_at": time.time() - 1}).encode())
+    second.teardown()
+    wait_for(lambda: second.status().instances == 0, what="zero instances after the last live holder left")
+    AsyncEndpoint.attach("leased-endpoint").delete()
