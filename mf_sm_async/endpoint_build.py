@@ -36,8 +36,9 @@ class _Builder:
                 step()
             except Exception as error:
                 message = error.response["Error"]["Message"] if isinstance(error, ClientError) else str(error)
+                code = error.response["Error"]["Code"] if isinstance(error, ClientError) else None
                 undone = self.undo()
-                hint = _hint(message)
+                hint = _hint(code, self.ep.spec.instance_type)
                 raise DeployError(f"deploy of {self.r.name} failed at the {label} step: {message}; "
                                   f"deleted what it had made ({undone})", hint) from error
 
@@ -150,9 +151,10 @@ def _default_image(target: str) -> str:
     raise DeployError("no image for the AWS target", "pass image_uri= (a scikit-learn framework image)")
 
 
-def _hint(message: str) -> str | None:
-    if "ResourceLimitExceeded" in message or "quota" in message.lower():
-        return "the account's quota for this instance type is too low: request an increase in Service Quotas"
+def _hint(code: str | None, instance_type: str) -> str | None:
+    if code == "ResourceLimitExceeded":
+        return (f"the account's quota '{instance_type} for endpoint usage' is too low (new accounts often have 0 "
+                "for GPU types): request an increase in Service Quotas, or deploy with another instance_type")
     return None
 
 

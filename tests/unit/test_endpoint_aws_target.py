@@ -1,0 +1,110 @@
+"""The AWS target's exact requests, against moto's in-process control plane (no server, no network):
+what deploy would send to AWS, in order, and that a failure at any step leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from mf_sm_async import AsyncEndpoint, ConfigError, DeployError, aws
+
+ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+STEPS = ["PutObject", "CreateModel", "CreateTopic", "CreateQueue", "SetQueueAttributes", "Subscribe",
+         "CreateEndpointConfig", "CreateEndpoint", "RegisterScalableTarget", "PutScalingPolicy", "PutMetricAlarm"]
+
+
+@pytest.fixture
+def aws_target(monkeypatch):
+    for key, value in {"AWS_ACCESS_KEY_ID": "fake", "AWS_SECRET_ACCESS_KEY": "fake", "AWS_DEFAULT_REGION": "us-east-1",
+                       "MF_SM_ASYNC_TARGET": "aws"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("MF_SM_ASYNC_ROLE_ARN", raising=False)
+    monkeypatch.setattr(aws, "_clients", {})
+    with mock_aws():
+        calls: list[tuple[str, dict]] = []
+
+        def record(model, params, **_):
+            calls.append((model.name, params))
+        for service in ("s3", "sagemaker", "sns", "sqs", "application-autoscaling", "cloudwatch", "sts"):
+            aws.client(service).meta.events.register("provide-client-params.*.*", record)
+        yield calls
+
+
+@pytest.fixture(scope="module")
+def estimator():
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression().fit([[0.0, 1.0], [1.0, 0.0]], [0, 1])
+
+
+def inventory() -> dict:
+    sm = aws.client("sagemaker")
+    return {"endpoints": sm.list_endpoints()["Endpoints"], "configs": sm.list_endpoint_configs()["EndpointConfigs"],
+            "models": sm.list_models()["Models"], "topics": aws.client("sns").list_topics()["Topics"],
+            "queues": aws.client("sqs").list_queues().get("QueueUrls", []),
+            "alarms": aws.client("cloudwatch").describe_alarms()["MetricAlarms"],
+            "targets": aws.client("application-autoscaling").describe_scalable_targets(
+                ServiceNamespace="sagemaker")["ScalableTargets"]}
+
+
+def test_deploy_sends_exactly_what_aws_needs(aws_target, estimator):
+    ep = AsyncEndpoint.deploy(model=estimator, role_arn=ROLE, image_uri=IMAGE, max_instances=3,
+                              max_concurrent_invocations_per_instance=8)
+    ep.lease.release()
+    calls = aws_target
+    made = [name for name, _ in calls if name in STEPS]
+    assert made[:2] == ["PutObject", "CreateModel"]  # the tarball is uploaded before the model names it
+    assert made.index("SetQueueAttributes") < made.index("Subscribe") < made.index("CreateEndpointConfig")
+    assert made.index("CreateEndpoint") < made.index("RegisterScalableTarget") < made.index("PutMetricAlarm")
+    params = {name: p for name, p in calls}
+    model = params["CreateModel"]
+    assert model["ExecutionRoleArn"] == ROLE and model["PrimaryContainer"]["Image"] == IMAGE
+    assert model["PrimaryContainer"]["ModelDataUrl"].endswith(f"/{ep.name}/model/model.tar.gz")
+    config = params["CreateEndpointConfig"]
+    assert config["AsyncInferenceConfig"] == {
+        "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 8},
+        "OutputConfig": {"S3OutputPath": ep.resources.output_path, "S3FailurePath": ep.resources.failure_path,
+                         "NotificationConfig": {"SuccessTopic": ep.resources.success_topic,
+                                                "ErrorTopic": ep.resources.error_topic}}}
+    assert {"Key": "mf-sm-async:managed", "Value": "true"} in config["Tags"]
+    policy = json.loads(params["SetQueueAttributes"]["Attributes"]["Policy"])["Statement"][0]
+    assert policy["Principal"] == {"Service": "sns.amazonaws.com"} and policy["Action"] == "sqs:SendMessage"
+    assert policy["Condition"]["ArnEquals"]["aws:SourceArn"] == [ep.resources.success_topic, ep.resources.error_topic]
+    target = params["RegisterScalableTarget"]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 3)
+    policies = {p["PolicyType"]: p for n, p in calls if n == "PutScalingPolicy"}
+    tracking = policies["TargetTrackingScaling"]["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["CustomizedMetricSpecification"]["MetricName"] == "ApproximateBacklogSizePerInstance"
+    step = policies["StepScaling"]["StepScalingPolicyConfiguration"]
+    assert step["StepAdjustments"] == [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
+    alarm = params["PutMetricAlarm"]
+    assert (alarm["MetricName"], alarm["ComparisonOperator"], alarm["Threshold"]) == (
+        "HasBacklogWithoutCapacity", "GreaterThanOrEqualToThreshold", 1)
+    assert alarm["AlarmActions"][0].startswith("arn:aws:autoscaling:")
+
+
+@pytest.mark.parametrize("failing", [s for s in STEPS if s != "PutObject"])
+def test_a_failure_at_any_step_deletes_what_was_made(aws_target, estimator, failing):
+    before = inventory()
+
+    def fail(model, **_):
+        if model.name == failing:
+            raise ClientError({"Error": {"Code": "ResourceLimitExceeded", "Message": f"{failing} refused"}}, failing)
+    for service in ("sagemaker", "sns", "sqs", "application-autoscaling", "cloudwatch"):
+        aws.client(service).meta.events.register("provide-client-params.*.*", fail)
+    with pytest.raises(DeployError) as error:
+        AsyncEndpoint.deploy(model=estimator, role_arn=ROLE, image_uri=IMAGE)
+    assert f"{failing} refused" in str(error.value) and "nothing left behind" in str(error.value)
+    assert "quota" in (error.value.hint or "")
+    assert inventory() == before
+
+
+def test_the_aws_target_needs_a_role(aws_target, estimator):
+    with pytest.raises(ConfigError) as error:
+        AsyncEndpoint.deploy(model=estimator, image_uri=IMAGE)
+    assert error.value.field == "role_arn"
