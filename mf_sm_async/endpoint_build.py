@@ -10,6 +10,7 @@ import logging
 from botocore.exceptions import ClientError
 
 from .errors import DeployError
+from .images import sklearn_image, warn_if_no_aws_image
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,23 @@ class _Builder:
             key = f"{self.r.prefix}/model/model.tar.gz"
             self._client("s3").upload_file(str(source.tarball), self.r.bucket, key)
             url = f"s3://{self.r.bucket}/{key}"
-        image = self.ep.spec.image_uri or _default_image(self.ep.target)
+        image = self.ep.spec.image_uri or self._default_image()
         self._client("sagemaker").create_model(
             ModelName=self.r.model, ExecutionRoleArn=self.role, Tags=_tags(self.ep),
             PrimaryContainer={"Image": image, "ModelDataUrl": url})
         self.made.append(("model", self.r.model))
         self.model_name = self.r.model
+
+    def _default_image(self) -> str:
+        version = self.source.sklearn_version
+        if self.ep.target == "local":
+            if version:
+                warn_if_no_aws_image(version)
+            return "mf-sm-async/local-handler:latest"  # the emulator serves code/inference.py itself
+        if not version:
+            raise DeployError("no image for this model on AWS: only a packaged scikit-learn estimator gets one "
+                              "by default", "pass image_uri=")
+        return sklearn_image(version, self.r.region, self.ep.spec.instance_type)
 
     def _notifications(self) -> None:
         if not self.ep.spec.notifications:
@@ -143,12 +155,6 @@ class _Builder:
             Dimensions=[{"Name": "EndpointName", "Value": self.r.name}], AlarmActions=[step["PolicyARN"]],
             Tags=_tags(self.ep))
         self.made.append(("alarm", self.r.alarm))
-
-
-def _default_image(target: str) -> str:
-    if target == "local":
-        return "mf-sm-async/local-handler:latest"
-    raise DeployError("no image for the AWS target", "pass image_uri= (a scikit-learn framework image)")
 
 
 def _hint(code: str | None, instance_type: str) -> str | None:

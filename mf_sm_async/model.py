@@ -157,7 +157,8 @@ class ModelSource:
     """
 
     def __init__(self, *, tarball: Path | None = None, s3_uri: str | None = None, model_name: str | None = None,
-                 stem: str, digest: str):
+                 stem: str, digest: str, sklearn_version: str | None = None):
+        self.sklearn_version = sklearn_version  # of a packaged estimator: picks the AWS image
         self.tarball = tarball
         self.s3_uri = s3_uri
         self.model_name = model_name
@@ -182,11 +183,22 @@ def _digest(path: Path) -> str:
     return sha.hexdigest()
 
 
+def _sklearn_version(model) -> str | None:
+    """The scikit-learn version a scikit-learn estimator is pickled with (None for other estimators)."""
+    try:
+        import sklearn
+        from sklearn.base import BaseEstimator
+    except ImportError:
+        return None
+    return sklearn.__version__ if isinstance(model, BaseEstimator) else None
+
+
 def resolve_model(model, work_dir: str | os.PathLike) -> ModelSource:
     """Turn ``model`` into a :class:`ModelSource`, packaging it under ``work_dir`` when needed."""
     if hasattr(model, "predict") and not isinstance(model, (str, os.PathLike)):
         tarball = package_estimator(model, work_dir)
-        return ModelSource(tarball=tarball, stem=_stem(type(model).__name__), digest=_digest(tarball))
+        return ModelSource(tarball=tarball, stem=_stem(type(model).__name__), digest=_digest(tarball),
+                           sklearn_version=_sklearn_version(model))
     if isinstance(model, (str, os.PathLike)) and Path(model).is_dir():
         tarball = package_directory(model, work_dir)
         return ModelSource(tarball=tarball, stem=_stem(Path(model).resolve().name), digest=_digest(tarball))

@@ -104,6 +104,16 @@ def test_a_failure_at_any_step_deletes_what_was_made(aws_target, estimator, fail
     assert inventory() == before
 
 
+def test_the_default_image_is_the_scikit_learn_image_of_the_pickling_version(aws_target, estimator):
+    import sklearn
+
+    ep = AsyncEndpoint.deploy(model=estimator, role_arn=ROLE)
+    ep.lease.release()
+    image = dict(aws_target)["CreateModel"]["PrimaryContainer"]["Image"]
+    major_minor = ".".join(sklearn.__version__.split(".")[:2])
+    assert f"/sagemaker-scikit-learn:{major_minor}-" in image
+
+
 def test_the_aws_target_needs_a_role(aws_target, estimator):
     with pytest.raises(ConfigError) as error:
         AsyncEndpoint.deploy(model=estimator, image_uri=IMAGE)
