@@ -21,13 +21,14 @@ from botocore.exceptions import ClientError
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL_SECONDS = 120.0
+LEASE_FOLDER = "leases"  # <endpoint prefix>/leases/<holder>.json; the emulator reads it too
 
 
 class Lease:
     def __init__(self, s3, bucket: str, prefix: str, *, ttl_seconds: float = DEFAULT_TTL_SECONDS, clock=time.time):
         self._s3 = s3
         self.bucket = bucket
-        self.folder = f"{prefix}/leases/"
+        self.folder = f"{prefix}/{LEASE_FOLDER}/"
         self.ttl_seconds = ttl_seconds
         self._clock = clock
         self.holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"

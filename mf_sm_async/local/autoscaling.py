@@ -68,8 +68,9 @@ class EndpointSeries:
 
 
 class Autoscaler:
-    def __init__(self, control, clock, account_id: str):
+    def __init__(self, control, clock, account_id: str, minute_hooks=()):
         self.control = control
+        self._minute_hooks = list(minute_hooks)  # callables(runtimes), e.g. the lease keeper
         self.clock = clock
         self.account_id = account_id
         self.series: dict[tuple[str, str], EndpointSeries] = {}
@@ -109,6 +110,8 @@ class Autoscaler:
                 continue
             self._evaluate_alarms(region, name, runtime)
             self._target_tracking(region, name, runtime)
+        for hook in self._minute_hooks:
+            hook(runtimes)
 
     def _publish(self, region: str, name: str, variant: str, point: dict) -> None:
         data = [{"MetricName": metric, "Value": float(value),  # moto stamps it "now", as AWS does

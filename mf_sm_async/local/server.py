@@ -24,6 +24,7 @@ from .clock import Clock
 from .control_plane import OPERATIONS, ControlPlane
 from .faults import Faults
 from .invocation import AsyncRequest
+from .leases import LeaseKeeper
 from .journal import Journal, RequestLog, is_state_change, operation, restore_sqs_messages, save_sqs_messages
 from .invocation import parse_request
 from .notifications import Notifier
@@ -73,7 +74,8 @@ class Emulator:
                                     clock=self.clock, state_dir=self.state_dir, request_log=RequestLog(self.state_dir))
         self.moto = DomainDispatcherApplication(create_backend_app)
         self._restore()
-        self.autoscaler = Autoscaler(self.control, self.clock, account_id)
+        keeper = LeaseKeeper(self.state_dir / "s3", account_id)
+        self.autoscaler = Autoscaler(self.control, self.clock, account_id, minute_hooks=[keeper.check])
         self.autoscaler.start()
 
     def _restore(self) -> None:

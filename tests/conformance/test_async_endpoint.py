@@ -190,3 +190,19 @@ def test_teardown_never_pulls_an_endpoint_from_under_another_live_holder(local_t
     second.teardown()
     wait_for(lambda: second.status().instances == 0, what="zero instances after the last live holder left")
     AsyncEndpoint.attach("leased-endpoint").delete()
+
+
+def test_the_emulator_scales_to_zero_an_endpoint_whose_holders_all_died(local_target, estimator):
+    import json as _json
+    import time
+
+    model, rows = estimator
+    ep = AsyncEndpoint.deploy(model=model, min_instances=1, max_instances=1, name="orphaned-endpoint")
+    assert ep.status().instances == 1
+    ep.lease._stop.set()  # the holder "dies": no more renewals, no release; its lease runs out
+    aws.client("s3").put_object(Bucket=ep.resources.bucket, Key=ep.lease.key,
+                                Body=_json.dumps({"holder": ep.lease.holder, "expires_at": time.time() - 1}).encode())
+    wait_for(lambda: ep.status().instances == 0, timeout=30, what="the emulator to scale the orphan to zero")
+    alarm = aws.client("cloudwatch").describe_alarms(AlarmNames=[ep.resources.alarm])["MetricAlarms"][0]
+    assert alarm["ActionsEnabled"] is False  # its leftover backlog cannot wake it
+    ep.delete()
