@@ -97,13 +97,17 @@ def make_bucket(clients: Clients) -> str:
     return bucket
 
 
-def upload_model(clients: Clients, bucket: str, model: str, tmp_path: Path) -> str:
-    tarball = package_directory(MODELS / model, tmp_path / f"pkg-{model}")
-    clients.s3.upload_file(str(tarball), bucket, f"models/{model}/model.tar.gz")
-    return f"s3://{bucket}/models/{model}/model.tar.gz"
+def upload_model(clients: Clients, bucket: str, model: str | Path, tmp_path: Path) -> str:
+    """``model``: a test model's directory name under models/, or a ready model.tar.gz."""
+    if isinstance(model, Path):
+        tarball, label = model, "packaged"
+    else:
+        tarball, label = package_directory(MODELS / model, tmp_path / f"pkg-{model}"), model
+    clients.s3.upload_file(str(tarball), bucket, f"models/{label}/model.tar.gz")
+    return f"s3://{bucket}/models/{label}/model.tar.gz"
 
 
-def create_deployment(clients: Clients, tmp_path: Path, model: str = "behaviours", *, max_concurrent: int = 4,
+def create_deployment(clients: Clients, tmp_path: Path, model: str | Path = "behaviours", *, max_concurrent: int = 4,
                       instances: int = 1, include_response: tuple[str, ...] = (), failure_path: bool = True,
                       wait: bool = True, async_config: bool = True) -> Deployment:
     """Deploy a test model the way AWS's async inference guide does it, in plain boto3."""

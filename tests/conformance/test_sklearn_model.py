@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import io
 import json
-import uuid
 
 import numpy as np
 import pytest
 
 from mf_sm_async.model import package_estimator
 
-from .conftest import IMAGE, ROLE, Deployment, make_bucket
+from .conftest import Deployment, create_deployment
 
 
 @pytest.fixture(scope="module")
@@ -26,25 +25,10 @@ def digits_model():
 
 @pytest.fixture(scope="module")
 def sklearn_endpoint(clients, digits_model, tmp_path_factory):
-    model, _ = digits_model
-    bucket = make_bucket(clients)
-    tarball = package_estimator(model, tmp_path_factory.mktemp("sk"))
-    clients.s3.upload_file(str(tarball), bucket, "sk/model.tar.gz")
-    name = f"sk-{uuid.uuid4().hex[:8]}"
-    topic = clients.sns.create_topic(Name=name)["TopicArn"]
-    queue = clients.sqs.create_queue(QueueName=name)["QueueUrl"]
-    arn = clients.sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    clients.sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
-    clients.sagemaker.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={
-        "Image": IMAGE, "ModelDataUrl": f"s3://{bucket}/sk/model.tar.gz"})
-    clients.sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}],
-        AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": f"s3://{bucket}/out", "NotificationConfig": {
-            "SuccessTopic": topic, "ErrorTopic": topic}}})
-    clients.sagemaker.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    clients.sagemaker.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 1})
-    yield Deployment(name, bucket, queue, topic, topic, clients)
-    clients.sagemaker.delete_endpoint(EndpointName=name)
+    tmp = tmp_path_factory.mktemp("sk")
+    dep = create_deployment(clients, tmp, package_estimator(digits_model[0], tmp))
+    yield dep
+    clients.sagemaker.delete_endpoint(EndpointName=dep.name)
 
 
 def score(dep: Deployment, body: bytes, content_type: str, accept: str, **extra) -> bytes:
