@@ -46,7 +46,7 @@ def _locked(path: Path, blocking: bool = True):
         yield handle
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -76,7 +76,7 @@ def status(state_dir: Path | None = None) -> dict | None:
         state = json.loads((state_dir / STATE_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if _pid_alive(state["pid"]) and _healthy(state["url"], state["pid"]):
+    if pid_alive(state["pid"]) and _healthy(state["url"], state["pid"]):
         return state
     return None
 
@@ -116,12 +116,12 @@ def stop(state_dir: Path | None = None, timeout: float = 20.0) -> bool:
         pid = json.loads((state_dir / STATE_FILE).read_text())["pid"]
     except (OSError, ValueError, KeyError):
         return False
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         (state_dir / STATE_FILE).unlink(missing_ok=True)
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _pid_alive(pid):
+    while pid_alive(pid):
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
             break

@@ -12,9 +12,10 @@ from botocore.exceptions import ClientError
 
 from mf_sm_async import AsyncEndpoint, DeployError, aws
 from mf_sm_async.local import daemon
+from mf_sm_async.local.daemon import pid_alive
 
 from .conftest import MODELS
-from .test_endpoint_lifecycle import pid_alive, wait_for
+from .test_endpoint_lifecycle import wait_for
 
 
 @pytest.fixture(scope="module")

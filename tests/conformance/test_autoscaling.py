@@ -16,9 +16,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from mf_sm_async.local import daemon
+from mf_sm_async.local.daemon import pid_alive
 
 from .conftest import Clients, create_deployment
-from .test_endpoint_lifecycle import pid_alive, wait_for
+from .test_endpoint_lifecycle import wait_for
 
 SCALE = 600.0
 

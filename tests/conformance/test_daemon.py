@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from mf_sm_async.local import daemon
+from mf_sm_async.local.daemon import pid_alive
 
 from .conftest import Clients, create_deployment
-from .test_endpoint_lifecycle import pid_alive, serving_pids, wait_for
+from .test_endpoint_lifecycle import serving_pids, wait_for
 
 CLI = [sys.executable, "-m", "mf_sm_async.cli"]
 

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 
 import pytest
 from botocore.exceptions import ClientError
 
+from mf_sm_async.local.daemon import pid_alive
+
 from .conftest import IMAGE, ROLE, make_bucket
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(")")[-1].split()[0] != "Z"
 
 
 def wait_for(predicate, timeout=30.0, what="condition"):
