@@ -337,13 +337,23 @@ def container_logs(name: str, *, target: str | None = None, lines: int = 50) -> 
         logs = sorted((state_dir / "endpoints").glob(f"*/{name}/logs/*.log"), key=lambda p: p.stat().st_mtime)
         text = "\n".join(f"== instance {p.stem} ==\n{tail(p, lines)}" for p in logs[-3:])
     else:
-        try:
-            events = aws.client("logs", target).filter_log_events(
-                logGroupName=f"/aws/sagemaker/Endpoints/{name}", limit=lines)["events"]
-        except ClientError as error:
-            raise DeployError(f"no container log for {name}: {error.response['Error']['Message']}") from None
-        text = "\n".join(e["message"] for e in events)
+        text = _cloudwatch_tail(aws.client("logs", target), f"/aws/sagemaker/Endpoints/{name}", lines)
     return text or f"(no container log for {name} yet)"
+
+
+def _cloudwatch_tail(logs, group: str, lines: int, streams: int = 3) -> str:
+    """The last ``lines`` events of the most recently written streams (one per instance) of ``group``."""
+    try:
+        newest = logs.describe_log_streams(logGroupName=group, orderBy="LastEventTime", descending=True,
+                                           limit=streams)["logStreams"]
+        parts = []
+        for stream in reversed(newest):
+            events = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"],
+                                         startFromHead=False, limit=lines)["events"]
+            parts.append(f"== {stream['logStreamName']} ==\n" + "\n".join(e["message"] for e in events))
+    except ClientError as error:
+        raise DeployError(f"no container log in {group}: {error.response['Error']['Message']}") from None
+    return "\n".join(parts)
 
 
 def cleanup(older_than_seconds: float, target: str | None = None) -> tuple[list[str], list[str]]:

@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 
 from .errors import DeployError
 from .images import sklearn_image, warn_if_no_aws_image
+from .role_check import check_role, needed_permissions
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ class _Builder:
         self.made: list[tuple[str, str]] = []
 
     def build(self) -> None:
+        if self.ep.target != "local":  # the emulator, like moto, does not enforce IAM
+            self._check_role()
         steps = [("S3 prefix", self._bucket), ("model", self._model), ("notifications", self._notifications),
                  ("endpoint config", self._config), ("endpoint", self._endpoint), ("autoscaling", self._autoscaling)]
         for label, step in steps:
@@ -49,6 +52,10 @@ class _Builder:
 
     def _client(self, service):
         return self.ep._client(service)
+
+    def _check_role(self) -> None:
+        topics = [self.r.success_topic, self.r.error_topic] if self.ep.spec.notifications else []
+        check_role(self._client("iam"), self.role, needed_permissions(self.r.bucket, self.r.prefix, topics))
 
     def _bucket(self) -> None:
         s3 = self._client("s3")

@@ -49,7 +49,9 @@ def tail(path: Path, lines: int = 20) -> str:
 
 
 class Instance:
-    def __init__(self, model_dir: Path, log_dir: Path, env: dict[str, str] | None = None):
+    def __init__(self, model_dir: Path, log_dir: Path, env: dict[str, str] | None = None,
+                 python: str = sys.executable):
+        self.python = python
         self.instance_id = f"i-{uuid.uuid4().hex[:12]}"  # unique across daemon restarts: names its log
         self.model_dir = model_dir
         self.log_path = log_dir / f"{self.instance_id}.log"
@@ -63,7 +65,7 @@ class Instance:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "mf_sm_async.local.model_server",
+                [self.python, "-m", "mf_sm_async.local.model_server",
                  "--model-dir", str(self.model_dir), "--port", "0"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 cwd=str(self.model_dir),

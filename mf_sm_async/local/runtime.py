@@ -22,6 +22,7 @@ from pathlib import Path
 from .clock import Clock
 from .instances import Instance, InstanceFailed, InstanceGone, InvocationTimedOut, tail
 from .invocation import AsyncRequest, parse_s3_uri
+from .model_env import model_python
 from .notifications import Notifier, iso_now, test_message
 from .objects import ObjectNotFound, ObjectStore
 from .results import EndpointSettings, ResultWriter
@@ -152,8 +153,9 @@ class EndpointRuntime:
         """Start ``count`` instances in parallel (as AWS does); all or none."""
         if count <= 0:
             return []
-        model_dir = self._model_dir()
-        instances = [Instance(model_dir, self.work_dir / "logs", self.settings.model_env) for _ in range(count)]
+        model_dir, python = self._model_dir()
+        instances = [Instance(model_dir, self.work_dir / "logs", self.settings.model_env, python)
+                     for _ in range(count)]
         for instance in instances:
             instance.start()
         errors = []
@@ -198,10 +200,12 @@ class EndpointRuntime:
             threading.Thread(target=self._worker, args=(instance,), daemon=True,
                              name=f"{instance.instance_id}-w{n}").start()
 
-    def _model_dir(self) -> Path:
-        """The model.tar.gz of the model, unpacked once per endpoint settings (like /opt/ml/model)."""
+    def _model_dir(self) -> tuple[Path, str]:
+        """The model.tar.gz of the model, unpacked once per endpoint settings (like /opt/ml/model), and
+        the interpreter with its code/requirements.txt installed."""
         with self._model_lock:
-            return self._unpack_model_once(self.settings.model_data_url)
+            model_dir = self._unpack_model_once(self.settings.model_data_url)
+            return model_dir, model_python(model_dir)
 
     def _unpack_model_once(self, url: str | None) -> Path:
         from ..model import unpack_model

@@ -219,7 +219,8 @@ def test_s3_slowdown_fault(fast, tmp_path):
 
 
 def test_lost_notifications_leave_the_outputs_in_s3(fast, tmp_path):
-    dep = create_deployment(fast, tmp_path)
+    # One request at a time, so the third (the one still notified) is also the last to finish.
+    dep = create_deployment(fast, tmp_path, max_concurrent=1)
     control(fast, "faults", {"kind": "lose_notification", "count": 2, "endpoint": dep.name})
     answers = [invoke(dep, value=i) for i in range(3)]
     assert len(dep.notifications(1)) == 1

@@ -4,6 +4,8 @@ what deploy would send to AWS, in order, and that a failure at any step leaves n
 from __future__ import annotations
 
 import json
+import time
+from types import SimpleNamespace
 
 import pytest
 from botocore.exceptions import ClientError
@@ -13,6 +15,8 @@ from mf_sm_async import AsyncEndpoint, ConfigError, DeployError, aws
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+TRUST = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                "Principal": {"Service": "sagemaker.amazonaws.com"}}]}
 STEPS = ["PutObject", "CreateModel", "CreateTopic", "CreateQueue", "SetQueueAttributes", "Subscribe",
          "CreateEndpointConfig", "CreateEndpoint", "RegisterScalableTarget", "PutScalingPolicy", "PutMetricAlarm"]
 
@@ -32,6 +36,9 @@ def aws_target(monkeypatch):
             calls.append((model.name, params))
         for service in ("s3", "sagemaker", "sns", "sqs", "application-autoscaling", "cloudwatch", "sts"):
             aws.client(service).meta.events.register("provide-client-params.*.*", record)
+        aws.client("iam").create_role(RoleName=ROLE.rsplit("/", 1)[1], AssumeRolePolicyDocument=json.dumps(TRUST))
+        DECISIONS.clear()
+        aws.client("iam").meta.events.register("before-call.iam.SimulatePrincipalPolicy", simulate)
         yield calls
 
 
@@ -118,3 +125,67 @@ def test_the_aws_target_needs_a_role(aws_target, estimator):
     with pytest.raises(ConfigError) as error:
         AsyncEndpoint.deploy(model=estimator, image_uri=IMAGE)
     assert error.value.field == "role_arn"
+
+
+DECISIONS: dict[str, str] = {}  # action -> IAM's decision for our role, "allowed" when absent
+
+
+def simulate(params, **_):
+    """Answer iam:SimulatePrincipalPolicy (which moto lacks) as IAM would, from DECISIONS."""
+    action = params["body"]["ActionNames.member.1"]  # the serialised query request
+    answer = {"EvaluationResults": [{"EvalActionName": action, "EvalDecision": DECISIONS.get(action, "allowed")}]}
+    return SimpleNamespace(status_code=200), answer
+
+
+def test_a_role_that_may_not_publish_is_refused_before_anything_is_made(aws_target, estimator):
+    DECISIONS["sns:Publish"] = "implicitDeny"
+    before = inventory()
+    with pytest.raises(DeployError) as error:
+        AsyncEndpoint.deploy(model=estimator, role_arn=ROLE, image_uri=IMAGE)
+    assert "sns:Publish" in str(error.value) and ROLE in str(error.value)
+    assert "s3:PutObject" not in str(error.value)
+    assert inventory() == before and not [n for n, _ in aws_target if n in STEPS]
+
+
+def test_a_role_sagemaker_cannot_assume_is_refused(aws_target, estimator):
+    other = "arn:aws:iam::123456789012:role/LambdaOnly"
+    aws.client("iam").create_role(RoleName="LambdaOnly", AssumeRolePolicyDocument=json.dumps(
+        {"Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": "lambda.amazonaws.com"}}]}))
+    with pytest.raises(DeployError) as error:
+        AsyncEndpoint.deploy(model=estimator, role_arn=other, image_uri=IMAGE)
+    assert "sagemaker.amazonaws.com" in str(error.value) and "trust policy" in str(error.value)
+
+
+def test_a_role_that_does_not_exist_is_named(aws_target, estimator):
+    missing = "arn:aws:iam::123456789012:role/Typo"
+    with pytest.raises(DeployError) as error:
+        AsyncEndpoint.deploy(model=estimator, role_arn=missing, image_uri=IMAGE)
+    assert "no such role" in str(error.value) and missing in str(error.value)
+
+
+def test_a_caller_who_may_not_read_iam_still_deploys(aws_target, estimator):
+    def refuse(**_):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not allowed"}}, "GetRole")
+    aws.client("iam").meta.events.register("before-call.iam.GetRole", refuse)
+    ep = AsyncEndpoint.deploy(model=estimator, role_arn=ROLE, image_uri=IMAGE)
+    ep.lease.release()
+    assert ep.status().status == "InService"
+
+
+def test_endpoint_logs_on_aws_are_the_last_lines_of_the_newest_instance_streams(aws_target):
+    from mf_sm_async.endpoint import container_logs
+
+    logs, group = aws.client("logs"), "/aws/sagemaker/Endpoints/my-ep"
+    logs.create_log_group(logGroupName=group)
+    now_ms = int(time.time() * 1000)  # CloudWatch refuses events older than 14 days
+    for stream, start in (("AllTraffic/i-old", now_ms - 60_000), ("AllTraffic/i-new", now_ms - 30_000)):
+        logs.create_log_stream(logGroupName=group, logStreamName=stream)
+        logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=[
+            {"timestamp": start + n, "message": f"{stream} line {n}"} for n in range(100)])
+    text = container_logs("my-ep", lines=5)
+    assert "AllTraffic/i-new line 99" in text and "AllTraffic/i-new line 95" in text
+    assert "AllTraffic/i-new line 94" not in text
+    assert text.index("i-old line 99") < text.index("i-new line 99")  # the newest stream last, nearest the prompt
+    with pytest.raises(DeployError) as error:
+        container_logs("no-such-endpoint")
+    assert "/aws/sagemaker/Endpoints/no-such-endpoint" in str(error.value)
