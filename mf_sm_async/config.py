@@ -51,6 +51,17 @@ def _number(field: str, value: object, above: float, high: float) -> float:
     return float(value)
 
 
+def _from_kwargs(cls, kwargs: dict):
+    """``cls(**kwargs)``, but a misspelt keyword is a ``ConfigError`` with a suggestion, not a ``TypeError``."""
+    names = sorted(f.name for f in dataclasses.fields(cls))
+    for key in sorted(kwargs):
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            raise ConfigError(key, kwargs[key], "one of: " + ", ".join(names),
+                              hint=f"did you mean {close[0]}=?" if close else None)
+    return cls(**kwargs)
+
+
 def _flag(field: str, value: object) -> None:
     if not isinstance(value, bool):
         raise ConfigError(field, value, "True or False")
@@ -176,13 +187,7 @@ class EndpointSpec:
         >>> EndpointSpec.from_kwargs(max_instances=3).max_instances
         3
         """
-        names = sorted(f.name for f in dataclasses.fields(cls))
-        for key in sorted(kwargs):
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                raise ConfigError(key, kwargs[key], "one of: " + ", ".join(names),
-                                  hint=f"did you mean {close[0]}=?" if close else None)
-        return cls(**kwargs)
+        return _from_kwargs(cls, kwargs)
 
     def resolve_role(self, target: str) -> str:
         """The execution role for ``target``: ``role_arn``, else ``$MF_SM_ASYNC_ROLE_ARN`` (AWS) or a dummy (local).
@@ -203,3 +208,67 @@ class EndpointSpec:
         raise ConfigError("role_arn", None, f"an IAM role ARN for the AWS target (argument role_arn= or {ROLE_ENV})",
                           hint=f"pass role_arn='arn:aws:iam::<account>:role/<name>' or export {ROLE_ENV}; "
                                "the role needs SageMaker's execution-role permissions")
+
+
+ON_ERROR_MODES = ("collect", "raise")
+
+
+@dataclass(frozen=True)
+class PredictSpec:
+    """The options of ``AsyncEndpoint.predict`` (payload sizing and content types are checked by the
+    planner and the codecs, which own them).
+
+    >>> PredictSpec(max_in_flight=8).request_ttl_seconds
+    3600
+    """
+
+    rows_per_payload: int | None = None
+    max_payload_bytes: int | None = None
+    content_type: str = "application/jsonlines"
+    accept: str | None = None
+    max_in_flight: int = 64
+    progress: object = "auto"
+    on_error: str = "collect"
+    resume: bool = False
+    run_id: str | None = None
+    keep_inputs: bool = False
+    request_ttl_seconds: int = 3600        # a dead client's backlog expires within the hour
+    invocation_timeout_seconds: int = 900
+    method: str | None = None              # the estimator method, sent as CustomAttributes method=<name>
+    custom_attributes: str | None = None
+    payload_column: str | None = None
+    upload_threads: int = 16
+    download_threads: int = 16
+
+    def __post_init__(self) -> None:
+        _integer("max_in_flight", self.max_in_flight, 1, 10_000)
+        _integer("request_ttl_seconds", self.request_ttl_seconds, 60, 21_600)
+        _integer("invocation_timeout_seconds", self.invocation_timeout_seconds, 1, 3_600)
+        _integer("upload_threads", self.upload_threads, 1, 256)
+        _integer("download_threads", self.download_threads, 1, 256)
+        if self.on_error not in ON_ERROR_MODES:
+            raise ConfigError("on_error", self.on_error, " or ".join(repr(m) for m in ON_ERROR_MODES))
+        _flag("resume", self.resume)
+        _flag("keep_inputs", self.keep_inputs)
+        if not (self.progress in ("auto", True, False, None) or callable(self.progress)):
+            raise ConfigError("progress", self.progress, "'auto', True, False, None or a callable taking an event")
+        if self.method is not None and self.custom_attributes is not None:
+            raise ConfigError("method", self.method, "None when custom_attributes is given",
+                              hint="put method=<name> into custom_attributes instead")
+        if self.method is not None and not (isinstance(self.method, str) and self.method.isidentifier()):
+            raise ConfigError("method", self.method, "an estimator method name such as 'predict_proba'")
+        for name in ("custom_attributes", "accept", "payload_column"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(name, value, "a string or None")
+        if self.custom_attributes is not None and (len(self.custom_attributes) > 1024
+                                                   or not self.custom_attributes.isascii()):
+            raise ConfigError("custom_attributes", self.custom_attributes, "at most 1024 ASCII characters")
+
+    @property
+    def attributes(self) -> str | None:
+        return f"method={self.method}" if self.method else self.custom_attributes
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: object) -> "PredictSpec":
+        return _from_kwargs(cls, kwargs)

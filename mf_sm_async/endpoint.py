@@ -221,6 +221,31 @@ class AsyncEndpoint:
             Period=60 * (minutes + 1), Statistics=[statistic])["Datapoints"]
         return max(p[statistic] for p in points) if points else None
 
+    # scoring ------------------------------------------------------------------------------------
+    def predict(self, frame, **options):
+        """Score every row of ``frame`` through the endpoint; returns a ``PredictionResult``
+        (``predictions`` aligned to ``frame.index``, ``failures``, ``metrics``). Options: see
+        ``mf_sm_async.config.PredictSpec`` (rows_per_payload, content_type, max_in_flight, resume, ...).
+
+        >>> result = ep.predict(df, rows_per_payload=500)             # doctest: +SKIP
+        >>> result.predictions.join(df)                              # doctest: +SKIP
+        """
+        from .batch.engine import predict
+        from .config import PredictSpec
+
+        return predict(self, frame, PredictSpec.from_kwargs(**options))
+
+    def invoke_async(self, payload, **options):
+        """Send one raw payload (bytes, a local file path, or an s3:// URI); returns an ``Invocation``
+        whose ``result(timeout)`` gives the output's bytes.
+
+        >>> ep.invoke_async(b'[[1, 2]]', content_type="application/json").result(60)  # doctest: +SKIP
+        """
+        from .batch.endpoint_io import EndpointIO
+        from .batch.single import invoke_async
+
+        return invoke_async(self, EndpointIO.of(self), payload, **options)
+
     # the end of it -------------------------------------------------------------------------------
     def scale_to_zero(self) -> None:
         """Zero instances now; the endpoint stays, and the next invocation wakes it."""

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 
 from botocore.exceptions import ClientError
 
+from .batch.completion import sqs_policy
 from .errors import DeployError
 from .images import sklearn_image, warn_if_no_aws_image
 from .role_check import check_role, needed_permissions
@@ -104,12 +104,8 @@ class _Builder:
         queue = sqs.create_queue(QueueName=self.r.queue_name, tags={t["Key"]: t["Value"] for t in _tags(self.ep)})
         self.made.append(("queue", queue["QueueUrl"]))
         queue_arn = f"arn:aws:sqs:{self.r.region}:{self.r.account}:{self.r.queue_name}"
-        # without this policy SNS silently drops every notification on AWS
-        policy = {"Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"}, "Action": "sqs:SendMessage",
-            "Resource": queue_arn, "Condition": {"ArnEquals": {"aws:SourceArn": [self.r.success_topic,
-                                                                               self.r.error_topic]}}}]}
-        sqs.set_queue_attributes(QueueUrl=queue["QueueUrl"], Attributes={"Policy": json.dumps(policy)})
+        sqs.set_queue_attributes(QueueUrl=queue["QueueUrl"], Attributes={
+            "Policy": sqs_policy(queue_arn, [self.r.success_topic, self.r.error_topic])})
         for arn in (self.r.success_topic, self.r.error_topic):
             sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=queue_arn)
 
@@ -117,7 +113,9 @@ class _Builder:
         spec = self.ep.spec
         output = {"S3OutputPath": self.r.output_path, "S3FailurePath": self.r.failure_path}
         if spec.notifications:
-            output["NotificationConfig"] = {"SuccessTopic": self.r.success_topic, "ErrorTopic": self.r.error_topic}
+            # outputs up to 128 KB ride in the success notification: the engine then needs no download
+            output["NotificationConfig"] = {"SuccessTopic": self.r.success_topic, "ErrorTopic": self.r.error_topic,
+                                            "IncludeInferenceResponseIn": ["SUCCESS_NOTIFICATION_TOPIC"]}
         self._client("sagemaker").create_endpoint_config(
             EndpointConfigName=self.r.config, Tags=_tags(self.ep),
             ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": self.model_name,

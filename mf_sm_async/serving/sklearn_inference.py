@@ -2,7 +2,8 @@
 
 ``package_estimator`` writes this file into model.tar.gz as ``code/inference.py``. It runs unchanged in
 the local emulator and on AWS's scikit-learn framework image, so it imports only the standard library,
-numpy and joblib, and pandas only when rows arrive as dicts (or must carry the fitted column names).
+numpy and joblib, pandas only when rows arrive as dicts (or must carry the fitted column names), and
+pyarrow only for Parquet (AWS's image may lack it: add ``pyarrow`` to the model's requirements).
 
 Inputs, by Content-Type (parameters such as ``; charset=utf-8`` are ignored):
 
@@ -12,9 +13,11 @@ Inputs, by Content-Type (parameters such as ``; charset=utf-8`` are ignored):
 - ``application/jsonlines``, ``application/x-jsonlines``: one row per line, a list or a dict.
 - ``text/csv``: rows of numbers, no header.
 - ``application/x-npy``: an array written by ``numpy.save`` (no pickled objects: payloads are untrusted).
+- ``application/x-parquet``: a Parquet table, one column per feature, read as a pandas DataFrame.
 
-Dict rows become a pandas DataFrame whose columns follow the estimator's ``feature_names_in_``; list rows
-of the right width get those column names too. Missing columns are an error; extra ones are dropped.
+Dict rows (and Parquet tables) become a pandas DataFrame whose columns follow the estimator's
+``feature_names_in_``; list rows of the right width get those column names too. Missing columns are an
+error; extra ones are dropped.
 
 The method is ``predict`` unless the ``X-Amzn-SageMaker-Custom-Attributes`` header holds
 ``method=<name>`` in a ``key=value`` list separated by ``,`` or ``;``; ``<name>`` is one of ``METHODS``.
@@ -25,6 +28,8 @@ Outputs, by Accept, always one entry per input row:
 - ``application/jsonlines``, ``application/x-jsonlines``: one JSON value per line, newline-terminated.
 - ``text/csv``: one line per row, comma-separated for 2-D results, floats in round-trip precision.
 - ``application/x-npy``: ``numpy.save`` of the result (string labels as a unicode array).
+- ``application/x-parquet``: a Parquet table; 1-D results as the column ``prediction``, 2-D results as
+  columns ``"0"`` .. ``"k-1"`` (Parquet column names are strings).
 
 NaN and infinities are written as the tokens ``NaN``, ``Infinity``, ``-Infinity`` (Python's json
 default), not as ``null``: Python's ``json.loads`` and pandas read them back as the same floats, which is
@@ -55,9 +60,9 @@ import numpy as np
 MODEL_FILENAME = "model.joblib"
 METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function", "transform")
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
-JSON, CSV, NPY = "application/json", "text/csv", "application/x-npy"
+JSON, CSV, NPY, PARQUET = "application/json", "text/csv", "application/x-npy", "application/x-parquet"
 JSONLINES = ("application/jsonlines", "application/x-jsonlines")
-CONTENT_TYPES = (JSON, *JSONLINES, CSV, NPY)
+CONTENT_TYPES = (JSON, *JSONLINES, CSV, NPY, PARQUET)
 
 
 def model_fn(model_dir):
@@ -72,6 +77,11 @@ def input_fn(input_data, content_type, context=None):
     media = _media_type(content_type) or JSON
     if media == NPY:
         return np.load(io.BytesIO(input_data), allow_pickle=False)
+    if media == PARQUET:
+        frame = _pyarrow()[1].read_table(io.BytesIO(_bytes(input_data))).to_pandas()
+        if not len(frame):
+            raise ValueError("the payload has no rows")
+        return frame
     if media not in CONTENT_TYPES:
         raise ValueError(f"unsupported content type {content_type!r}: send one of {', '.join(CONTENT_TYPES)}")
     text = input_data if isinstance(input_data, str) else bytes(input_data).decode("utf-8-sig")
@@ -121,11 +131,32 @@ def output_fn(prediction, accept, context=None):
         buffer = io.BytesIO()
         np.save(buffer, _without_objects(array), allow_pickle=False)
         return buffer.getvalue(), media
+    if media == PARQUET:
+        pa, parquet = _pyarrow()
+        columns = array.reshape(len(array), -1) if array.ndim > 1 else array.reshape(-1, 1)
+        names = [str(i) for i in range(columns.shape[1])] if array.ndim > 1 else ["prediction"]
+        buffer = io.BytesIO()
+        parquet.write_table(pa.table({name: pa.array(columns[:, i]) for i, name in enumerate(names)}), buffer)
+        return buffer.getvalue(), media
     raise ValueError(f"unsupported accept type {accept!r}: ask for one of {', '.join(CONTENT_TYPES)}")
 
 
 def _media_type(value):
     return (value or "").split(";", 1)[0].strip().lower()
+
+
+def _pyarrow():
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise ValueError("application/x-parquet needs pyarrow in the model image: add pyarrow to the model's "
+                         "requirements, or use another content type") from None
+    return pyarrow, pyarrow.parquet
+
+
+def _bytes(data):
+    return data.encode("utf-8") if isinstance(data, str) else bytes(data)
 
 
 def _csv_rows(text):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from mf_sm_async import aws
 from mf_sm_async.local import daemon
 from mf_sm_async.model import package_directory
 
@@ -154,3 +156,22 @@ def deploy(clients, tmp_path):
             clients.sagemaker.delete_endpoint(EndpointName=name)
         except clients.sagemaker.exceptions.ClientError:
             pass
+
+
+@pytest.fixture(scope="module")
+def local_target(tmp_path_factory):
+    """The package's own local target (auto-started daemon) in a home of its own, time scale 600."""
+    home = tmp_path_factory.mktemp("home")
+    saved = {k: os.environ.get(k) for k in ("MF_SM_ASYNC_HOME", "MF_SM_ASYNC_TIME_SCALE", "MF_SM_ASYNC_TARGET")}
+    os.environ.update(MF_SM_ASYNC_HOME=str(home), MF_SM_ASYNC_TIME_SCALE="600")
+    os.environ.pop("MF_SM_ASYNC_TARGET", None)
+    yield home
+    daemon.stop(home / "local")
+    for key, value in saved.items():
+        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+def counts(name: str) -> dict:
+    url = aws.local_endpoint_url()
+    with urllib.request.urlopen(f"{url}/_mf_sm_async/counts") as response:
+        return json.load(response).get(f"us-east-1/{name}", {})

@@ -5,30 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
 
 from mf_sm_async import AsyncEndpoint, DeployError, aws
-from mf_sm_async.local import daemon
 from mf_sm_async.local.daemon import pid_alive
 
-from .conftest import MODELS
+from .conftest import MODELS, counts
 from .test_endpoint_lifecycle import wait_for
-
-
-@pytest.fixture(scope="module")
-def local_target(tmp_path_factory):
-    """The package's own local target (auto-started daemon) in a home of its own, time scale 600."""
-    home = tmp_path_factory.mktemp("home")
-    saved = {k: os.environ.get(k) for k in ("MF_SM_ASYNC_HOME", "MF_SM_ASYNC_TIME_SCALE", "MF_SM_ASYNC_TARGET")}
-    os.environ.update(MF_SM_ASYNC_HOME=str(home), MF_SM_ASYNC_TIME_SCALE="600")
-    os.environ.pop("MF_SM_ASYNC_TARGET", None)
-    yield home
-    daemon.stop(home / "local")
-    for key, value in saved.items():
-        os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +23,6 @@ def estimator():
 
     features, labels = load_digits(return_X_y=True)
     return LogisticRegression(max_iter=2000).fit(features[:500], labels[:500]), features[500:510]
-
-
-def counts(name: str) -> dict:
-    url = aws.local_endpoint_url()
-    with urllib.request.urlopen(f"{url}/_mf_sm_async/counts") as response:
-        return json.load(response).get(f"us-east-1/{name}", {})
 
 
 def resources() -> dict:

@@ -77,7 +77,8 @@ def test_deploy_sends_exactly_what_aws_needs(aws_target, estimator):
         "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 8},
         "OutputConfig": {"S3OutputPath": ep.resources.output_path, "S3FailurePath": ep.resources.failure_path,
                          "NotificationConfig": {"SuccessTopic": ep.resources.success_topic,
-                                                "ErrorTopic": ep.resources.error_topic}}}
+                                                "ErrorTopic": ep.resources.error_topic,
+                                                "IncludeInferenceResponseIn": ["SUCCESS_NOTIFICATION_TOPIC"]}}}
     assert {"Key": "mf-sm-async:managed", "Value": "true"} in config["Tags"]
     policy = json.loads(params["SetQueueAttributes"]["Attributes"]["Policy"])["Statement"][0]
     assert policy["Principal"] == {"Service": "sns.amazonaws.com"} and policy["Action"] == "sqs:SendMessage"

@@ -5,13 +5,18 @@ from __future__ import annotations
 import io
 import json
 import math
+import sys
 import warnings
 from types import SimpleNamespace
 
 import joblib
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from sklearn.cluster import KMeans
+from sklearn.compose import make_column_transformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -19,7 +24,8 @@ from sklearn.pipeline import make_pipeline
 from mf_sm_async.serving import sklearn_inference as handler
 
 JSONLINES_TYPES = ["application/jsonlines", "application/x-jsonlines"]
-ALL_TYPES = ["application/json", *JSONLINES_TYPES, "text/csv", "application/x-npy"]
+PARQUET = "application/x-parquet"
+ALL_TYPES = ["application/json", *JSONLINES_TYPES, "text/csv", "application/x-npy", PARQUET]
 
 
 def invoke(model, body, content_type="application/json", accept="application/json", custom_attributes=None):
@@ -37,7 +43,10 @@ def encode(rows: np.ndarray, content_type: str) -> bytes:
     if content_type == "text/csv":
         return "".join(",".join(repr(v) for v in row) + "\n" for row in rows.tolist()).encode()
     buffer = io.BytesIO()
-    np.save(buffer, rows)
+    if content_type == PARQUET:
+        pq.write_table(pa.table({f"f{i}": rows[:, i] for i in range(rows.shape[1])}), buffer)
+    else:
+        np.save(buffer, rows)
     return buffer.getvalue()
 
 
@@ -51,6 +60,12 @@ def decode(body: bytes, accept: str):
     if accept == "text/csv":
         lines = body.decode().splitlines()
         return [[float(v) for v in line.split(",")] if "," in line else float(line) for line in lines]
+    if accept == PARQUET:
+        table = pq.read_table(io.BytesIO(body))
+        if table.column_names == ["prediction"]:
+            return table.column("prediction").to_pylist()
+        assert table.column_names == [str(i) for i in range(table.num_columns)]
+        return [list(row.values()) for row in table.to_pylist()]
     return np.load(io.BytesIO(body)).tolist()
 
 
@@ -237,3 +252,51 @@ def test_pickled_npy_payloads_are_refused():
 def test_unsupported_accept_names_the_supported_ones(iris_model):
     with pytest.raises(ValueError, match="unsupported accept type 'image/png'.*application/x-npy"):
         invoke(iris_model, b"[[1, 2, 3, 4]]", accept="image/png")
+
+
+def parquet_payload(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer)
+    return buffer.getvalue()
+
+
+def test_parquet_columns_follow_the_fitted_names_whatever_their_order(iris, iris_frame_model):
+    frame = iris.data.iloc[::10]
+    shuffled = frame[list(reversed(frame.columns))].assign(id=range(len(frame)))
+    out, _ = invoke(iris_frame_model, parquet_payload(shuffled), PARQUET)
+    assert json.loads(out) == iris_frame_model.predict(frame).tolist()
+
+
+def test_parquet_payloads_keep_string_features_and_missing_values():
+    model = make_pipeline(make_column_transformer((TfidfVectorizer(), "text")), LogisticRegression()).fit(
+        pd.DataFrame({"text": ["good film", "awful film"]}), ["pos", "neg"]
+    )
+    data = handler.input_fn(parquet_payload(pd.DataFrame({"text": ["a good film", None]})), PARQUET)
+    assert data["text"].tolist()[0] == "a good film" and data["text"].isna().tolist() == [False, True]
+    body, _ = invoke(model, parquet_payload(pd.DataFrame({"text": ["a good film", "so awful"]})), PARQUET,
+                     "application/json")
+    assert json.loads(body) == ["pos", "neg"]
+
+
+def test_parquet_answer_names_its_columns(iris, iris_model):
+    rows = iris.data.to_numpy()[:3]
+    payload = encode(rows, "application/json")
+    body, _ = invoke(iris_model, payload, accept=PARQUET)
+    assert pq.read_table(io.BytesIO(body)).column_names == ["prediction"]
+    body, _ = invoke(iris_model, payload, accept=PARQUET, custom_attributes="method=predict_proba")
+    assert pq.read_table(io.BytesIO(body)).column_names == ["0", "1", "2"]
+
+
+def test_parquet_payload_without_rows_is_refused():
+    with pytest.raises(ValueError, match="no rows"):
+        handler.input_fn(parquet_payload(pd.DataFrame({"a": pd.Series([], dtype=float)})), PARQUET)
+
+
+def test_parquet_without_pyarrow_in_the_image_says_so(monkeypatch, iris_model):
+    body = parquet_payload(pd.DataFrame({"a": [1.0]}))
+    for name in ("pyarrow", "pyarrow.parquet"):
+        monkeypatch.setitem(sys.modules, name, None)  # import now raises ImportError
+    with pytest.raises(ValueError, match="application/x-parquet needs pyarrow in the model image"):
+        handler.input_fn(body, PARQUET)
+    with pytest.raises(ValueError, match="needs pyarrow in the model image"):
+        handler.output_fn(np.array([1.0]), PARQUET)

@@ -1,0 +1,186 @@
+"""Learning that parts finished: the endpoint's SNS notifications through a queue of the run's own, with
+a ListObjectsV2 of the run's output and failure prefixes as the fallback (a lost notification, an
+endpoint without notifications). Never one HeadObject poll per object.
+
+The queue (``mfsa-run-<tag>``) is subscribed to the endpoint's success and error topics for the length
+of the run, so parallel runs on one endpoint each get every notification and keep only their own.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+from .run import RunPaths, split_s3
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    part_key: str
+    ok: bool
+    location: str | None              # the output (ok) or failure object
+    content_type: str | None = None
+    body: bytes | None = None         # the output itself when the notification carried it
+    reason: str | None = None         # why it failed
+    source: str = "notification"      # or "listing"
+
+
+def sqs_policy(queue_arn: str, topics: list[str]) -> str:
+    """The queue policy without which SNS silently drops every message on AWS."""
+    return json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"}, "Action": "sqs:SendMessage",
+        "Resource": queue_arn, "Condition": {"ArnEquals": {"aws:SourceArn": topics}}}]})
+
+
+class NotificationQueue:
+    """The run's own SQS queue, subscribed to the endpoint's topics; removed by ``close``."""
+
+    def __init__(self, sqs, sns, paths: RunPaths, topics: list[str]):
+        self.sqs, self.sns, self.topics = sqs, sns, topics
+        self.url = sqs.create_queue(QueueName=paths.queue_name, Attributes={"MessageRetentionPeriod": "86400"},
+                                    tags={"mf-sm-async:managed": "true"})["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sqs.set_queue_attributes(QueueUrl=self.url, Attributes={"Policy": sqs_policy(arn, topics)})
+        self.subscriptions = [sns.subscribe(TopicArn=t, Protocol="sqs", Endpoint=arn,
+                                            ReturnSubscriptionArn=True)["SubscriptionArn"] for t in topics]
+
+    def receive(self, wait_seconds: int) -> list[dict]:
+        """Notification bodies (deleted from the queue as they are read)."""
+        messages = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10,
+                                            WaitTimeSeconds=wait_seconds).get("Messages", [])
+        if messages:
+            self.sqs.delete_message_batch(QueueUrl=self.url, Entries=[
+                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages)])
+        bodies = []
+        for message in messages:
+            try:
+                envelope = json.loads(message["Body"])
+                bodies.append(json.loads(envelope["Message"]) if "Message" in envelope else envelope)
+            except (ValueError, KeyError, TypeError):
+                log.warning("ignored a message that is not a SageMaker notification: %.200s", message["Body"])
+        return bodies
+
+    def close(self) -> None:
+        for arn in self.subscriptions:
+            try:
+                self.sns.unsubscribe(SubscriptionArn=arn)
+            except ClientError:
+                pass
+        try:
+            self.sqs.delete_queue(QueueUrl=self.url)
+        except ClientError:
+            pass
+
+
+def outcome_of(message: dict, paths: RunPaths) -> Outcome | None:
+    """This run's part outcome in a notification, or None (a test message, another run's)."""
+    if message.get("eventName") != "InferenceResult":
+        return None
+    key = paths.part_key(message.get("inferenceId", ""))
+    if key is None:
+        return None
+    response = message.get("responseParameters", {})
+    if message.get("invocationStatus") == "Completed":
+        body = message.get("responseBody")
+        content = base64.b64decode(body["content"]) if body and body.get("encoding") == "BASE64" else None
+        return Outcome(key, True, response.get("outputLocation"), response.get("contentType"), content)
+    return Outcome(key, False, response.get("failureLocation"), response.get("contentType"),
+                   reason=message.get("failureReason") or "failed")
+
+
+class Collector:
+    """A background thread that puts an :class:`Outcome` on ``outcomes`` for each finished part of the run.
+
+    ``waiting`` (part key -> when it was invoked) is what the engine still waits for; parts that have
+    waited longer than ``list_after`` seconds without a notification are looked for by listing the run's
+    prefixes, at most every ``list_every`` seconds (and always, without notifications).
+    """
+
+    def __init__(self, s3, paths: RunPaths, notifications: NotificationQueue | None, *,
+                 list_after: float = 10.0, list_every: float = 5.0, wait_seconds: int = 1):
+        self.s3, self.paths, self.notifications = s3, paths, notifications
+        self.list_after, self.list_every, self.wait_seconds = list_after, list_every, wait_seconds
+        self.outcomes: queue.Queue[Outcome] = queue.Queue()
+        self.waiting: dict[str, float] = {}
+        self._reported: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mf-sm-async-collector", daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> "Collector":
+        self._thread.start()
+        return self
+
+    def expect(self, part_key: str) -> None:
+        with self._lock:
+            self.waiting[part_key] = time.monotonic()
+            self._reported.discard(part_key)
+
+    def forget(self, part_key: str) -> bool:
+        """Stop waiting for a part; False if its outcome came first."""
+        with self._lock:
+            return self.waiting.pop(part_key, None) is not None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.wait_seconds + 30)
+        if self.notifications is not None:
+            self.notifications.close()
+
+    def _report(self, outcome: Outcome) -> None:
+        with self._lock:
+            if outcome.part_key not in self.waiting or outcome.part_key in self._reported:
+                return
+            self._reported.add(outcome.part_key)
+            del self.waiting[outcome.part_key]
+        self.outcomes.put(outcome)
+
+    def _run(self) -> None:
+        last_list = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                if self.notifications is not None:
+                    for message in self.notifications.receive(self.wait_seconds):
+                        outcome = outcome_of(message, self.paths)
+                        if outcome is not None:
+                            self._report(outcome)
+                else:
+                    self._stop.wait(min(self.list_every, 1.0))
+                now = time.monotonic()
+                with self._lock:
+                    overdue = any(now - t > self.list_after for t in self.waiting.values())
+                    if self.notifications is None:
+                        overdue = bool(self.waiting)
+                if overdue and now - last_list >= self.list_every:
+                    last_list = now
+                    self.list_once()
+        except BaseException as error:  # surfaced by the engine's loop
+            self.error = error
+            log.exception("the completion collector stopped")
+
+    def list_once(self) -> None:
+        """Report every waiting part whose output or failure object exists (one listing per prefix)."""
+        prefixes = [(self.paths.output_uri("x"), True)]
+        if self.paths.failure_uri("x"):
+            prefixes.append((self.paths.failure_uri("x"), False))
+        for sample, ok in prefixes:
+            bucket, key = split_s3(sample)
+            folder = key.rsplit("/", 1)[0] + "/"
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
+                for obj in page.get("Contents", []):
+                    name = obj["Key"][len(folder):]
+                    inference_id = name[:-len(".out")] if ok else name[:-len("-error.out")]
+                    part = self.paths.part_key(inference_id)
+                    if part is not None and part in self.waiting:
+                        self._report(Outcome(part, ok, f"s3://{bucket}/{obj['Key']}", source="listing",
+                                             reason=None if ok else "failed (found by listing)"))

@@ -1,0 +1,312 @@
+"""The fan-out engine: a DataFrame's payloads through an asynchronous endpoint and back, aligned.
+
+One loop, in the caller's thread, keeps at most ``max_in_flight`` payloads between staging and a decoded
+result. Staging (encode + upload) and fetching (download + decode) run on thread pools; invocations
+are sent by the loop in waves, each wave written to the run's journal first (see :mod:`.run`), so a
+resumed run never sends a part twice; completion comes from :mod:`.completion`. A payload that fails is
+split in two and the halves retried, down to single rows, so one poison row costs one row.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import logging
+import queue
+import threading
+import time
+
+import pandas as pd
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..errors import InvocationError
+from .codecs import OutputShapeError
+from .completion import Collector, NotificationQueue, Outcome
+from .endpoint_io import EndpointIO
+from .payloads import ColumnPayloads, Staged, payloads_for
+from .progress import Progress, sink_for
+from .result import FAILURE_COLUMNS, PredictionResult, RunMetrics
+from .run import Journal, RunPaths, check_run_id, list_keys, new_run_id, read_json, split_s3, write_json
+from .watcher import InstanceWatcher
+
+log = logging.getLogger(__name__)
+WAVE_SECONDS = 0.05
+
+
+def predict(endpoint, frame: pd.DataFrame, spec) -> PredictionResult:
+    io = EndpointIO.of(endpoint)
+    if spec.resume and not spec.run_id:
+        from ..errors import ConfigError
+        raise ConfigError("run_id", None, "the id of the run to resume (resume=True needs run_id=)")
+    run_id = check_run_id(spec.run_id) if spec.run_id else new_run_id()
+    paths = RunPaths(run_id, io.bucket, io.prefix, io.output_path, io.failure_path)
+    return _Run(endpoint, io, paths, frame, spec).run()
+
+
+class _Run:
+    def __init__(self, endpoint, io: EndpointIO, paths: RunPaths, frame: pd.DataFrame, spec):
+        self.ep, self.io, self.paths, self.frame, self.spec = endpoint, io, paths, frame, spec
+        self.payloads = payloads_for(frame, spec)
+        client = endpoint._client
+        self.s3, self.runtime = client("s3"), client("sagemaker-runtime")
+        self.journal = Journal(self.s3, paths)
+        self.results: dict[int, pd.DataFrame] = {}          # part start -> decoded rows
+        self.failed: list[tuple[object, Outcome, str]] = []  # (part, outcome, error text)
+        self.resumed: dict[str, object] = {}                 # parts an earlier attempt sent: key -> part
+        self.deadlines: dict[str, float] = {}                # ... and when their requests expire for sure
+        self._deadline_check = 0.0
+        self.payloads_sent = self.reused = self.bytes_sent = self.retries = 0
+        self._lock = threading.Lock()
+
+    # the loop ------------------------------------------------------------------------------------
+    def run(self) -> PredictionResult:
+        started = time.monotonic()
+        parts = self.payloads.parts
+        progress = Progress(sink_for(self.spec.progress), rows=len(self.frame), payloads=len(parts))
+        self._write_plan(len(parts))
+        watcher = InstanceWatcher(self.ep).start()
+        collector = Collector(self.s3, self.paths, self._notification_queue()).start()
+        stage_pool = cf.ThreadPoolExecutor(self.spec.upload_threads, thread_name_prefix="mf-sm-async-stage")
+        fetch_pool = cf.ThreadPoolExecutor(self.spec.download_threads, thread_name_prefix="mf-sm-async-fetch")
+        try:
+            pending = collections.deque(self._resume(parts, collector, progress) if self.spec.resume else parts)
+            if pending or collector.waiting:
+                watcher.wake()
+            self._loop(pending, collector, stage_pool, fetch_pool, progress, watcher)
+        finally:
+            stage_pool.shutdown(cancel_futures=True)
+            fetch_pool.shutdown(cancel_futures=True)
+            collector.stop()
+            watcher.stop()
+        seconds = time.monotonic() - started
+        result = self._assemble(RunMetrics(
+            run_id=self.paths.run_id, rows=len(self.frame), rows_failed=0, payloads=self.payloads_sent,
+            payloads_reused=self.reused, bytes_sent=self.bytes_sent, seconds=seconds, retries=self.retries,
+            max_instances_seen=watcher.max_instances, instance_seconds=watcher.instance_seconds))
+        progress.update(rows_failed=result.metrics.rows_failed, rows_done=len(self.frame) - result.metrics.rows_failed,
+                        in_flight=0, backlog=0)
+        progress.finish()
+        self._finish(result)
+        return result
+
+    def _loop(self, pending, collector, stage_pool, fetch_pool, progress, watcher) -> None:
+        staging: set[cf.Future] = set()
+        ready: collections.deque[Staged] = collections.deque()
+        fetching: dict[cf.Future, Outcome] = {}
+        outstanding = len(self.resumed)               # from staging until its outcome is handled
+        invoked: dict[str, object] = {p.key: p for p in self.payloads.parts}
+        invoked.update(self.resumed)
+        while pending or outstanding:
+            if collector.error is not None:
+                raise InvocationError(f"collecting results failed: {collector.error}") from collector.error
+            for key in self._never_ran(collector):
+                log.info("part %s was recorded as sent but has no result past its deadline: sending it", key)
+                pending.appendleft(self.resumed.pop(key))
+                outstanding -= 1
+            while pending and outstanding < self.spec.max_in_flight:
+                part = pending.popleft()
+                invoked[part.key] = part
+                staging.add(stage_pool.submit(self.payloads.stage, self.s3, self.paths, part))
+                outstanding += 1
+            for future in [f for f in staging if f.done()]:
+                staging.discard(future)
+                ready.append(future.result())  # a staging error (unreadable file, S3 refused) ends the run
+            if ready:
+                wave = list(ready)
+                ready.clear()
+                self._invoke_wave(wave, collector)
+                progress.add(uploaded=len(wave))
+            try:
+                outcome = collector.outcomes.get(timeout=WAVE_SECONDS)
+                fetching[fetch_pool.submit(self._fetch, outcome, invoked[outcome.part_key])] = outcome
+                while True:
+                    outcome = collector.outcomes.get_nowait()
+                    fetching[fetch_pool.submit(self._fetch, outcome, invoked[outcome.part_key])] = outcome
+            except queue.Empty:
+                pass
+            for future in [f for f in fetching if f.done()]:
+                outcome = fetching.pop(future)
+                part = invoked[outcome.part_key]
+                outstanding -= 1
+                frame, error = future.result()
+                if frame is not None:
+                    self.results[part.start] = frame
+                    progress.add(done=1, rows_done=part.rows)
+                elif self.payloads.splittable and part.rows > 1 and self.spec.on_error == "collect":
+                    halves = self.payloads.split(part)
+                    log.info("payload %s (%d rows) failed: retrying it in %d pieces", part.key, part.rows, len(halves))
+                    # pieces an earlier attempt of this run sent come through the collector, not again
+                    pending.extendleft(reversed([h for h in halves if h.key not in self.resumed]))
+                else:
+                    self.failed.append((part, outcome, error))
+                    progress.add(failed=1, rows_failed=part.rows)
+                    if self.spec.on_error == "raise":
+                        raise InvocationError(f"payload {self.paths.inference_id(part.key)} failed: {error}")
+            progress.update(in_flight=len(collector.waiting), backlog=len(collector.waiting),
+                            instances=watcher.instances)
+
+    def _invoke_wave(self, wave: list[Staged], collector: Collector) -> None:
+        deadline = time.time() + self.spec.request_ttl_seconds + self.spec.invocation_timeout_seconds + 60
+        self.journal.record([s.part.key for s in wave], deadline)  # before sending: see Journal
+        for staged in wave:
+            collector.expect(staged.part.key)
+        with cf.ThreadPoolExecutor(min(len(wave), 16)) as pool:
+            list(pool.map(self._invoke, wave))
+
+    def _invoke(self, staged: Staged) -> None:
+        spec = self.spec
+        request = {"EndpointName": self.io.name, "InferenceId": self.paths.inference_id(staged.part.key),
+                   "S3OutputPathExtension": self.paths.extension, "RequestTTLSeconds": spec.request_ttl_seconds,
+                   "InvocationTimeoutSeconds": spec.invocation_timeout_seconds}
+        for name, value in (("ContentType", self.payloads.content_type), ("Accept", self.payloads.accept),
+                            ("CustomAttributes", spec.attributes)):
+            if value:
+                request[name] = value
+        if staged.body is not None:
+            request["Body"] = staged.body
+        else:
+            request["InputLocation"] = staged.input_location
+        answer = self.runtime.invoke_endpoint_async(**request)
+        with self._lock:
+            self.payloads_sent += 1
+            self.bytes_sent += staged.size
+            self.retries += answer["ResponseMetadata"].get("RetryAttempts", 0)
+
+    def _fetch(self, outcome: Outcome, part) -> tuple[pd.DataFrame | None, str | None]:
+        """The decoded rows of a finished part, or (None, error text)."""
+        if not outcome.ok:
+            return None, self._failure_text(outcome)
+        body, content_type = outcome.body, outcome.content_type
+        try:
+            if body is None:
+                bucket, key = split_s3(outcome.location or self.paths.output_uri(part.key))
+                answer = self.s3.get_object(Bucket=bucket, Key=key)
+                content_type = content_type or answer.get("ContentType")
+                if isinstance(self.payloads, ColumnPayloads) and answer["ContentLength"] > 16 * 2**20:
+                    answer["Body"].close()
+                    return self.payloads.decode(b"", content_type, part, f"s3://{bucket}/{key}"), None
+                body = answer["Body"].read()
+            return self.payloads.decode(body, content_type, part), None
+        except OutputShapeError as error:
+            return None, str(error)
+        except (ValueError, UnicodeDecodeError) as error:
+            return None, f"the output could not be decoded as {content_type}: {error}"
+
+    def _failure_text(self, outcome: Outcome) -> str:
+        location = outcome.location or self.paths.failure_uri(outcome.part_key)
+        if not location:
+            return outcome.reason or "failed"
+        try:
+            bucket, key = split_s3(location)
+            text = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read(4096).decode("utf-8", "replace")
+        except (ClientError, BotoCoreError):
+            return outcome.reason or "failed"
+        return f"{outcome.reason}: {text}" if outcome.reason and outcome.reason not in text else text
+
+    # resume, plan and finish --------------------------------------------------------------------
+    def _notification_queue(self) -> NotificationQueue | None:
+        if not self.io.topics:
+            return None
+        return NotificationQueue(self.ep._client("sqs"), self.ep._client("sns"), self.paths, list(self.io.topics))
+
+    def _plan_doc(self, parts: int) -> dict:
+        return {"run_id": self.paths.run_id, "endpoint": self.io.name, "rows": len(self.frame), "parts": parts,
+                "content_type": self.payloads.content_type, "payload_column": self.spec.payload_column,
+                "rows_per_payload": self.spec.rows_per_payload, "max_payload_bytes": self.spec.max_payload_bytes}
+
+    def _write_plan(self, parts: int) -> None:
+        plan = self._plan_doc(parts)
+        earlier = read_json(self.s3, self.paths.bucket, self.paths.manifest_key)
+        if earlier is not None:
+            if {k: earlier.get(k) for k in plan} != plan:
+                from ..errors import ConfigError
+                raise ConfigError("run_id", self.paths.run_id, "a new run id, or the same input and options as "
+                                  f"the run it names (that run planned {earlier.get('rows')} rows in "
+                                  f"{earlier.get('parts')} parts with {earlier.get('content_type')})")
+            if not self.spec.resume:
+                from ..errors import ConfigError
+                raise ConfigError("run_id", self.paths.run_id, "a run id not used before, or resume=True",
+                                  hint="resume=True re-uses the finished parts of that run")
+        write_json(self.s3, self.paths.bucket, self.paths.manifest_key, {**plan, "finished": False})
+
+    def _resume(self, parts, collector: Collector, progress: Progress) -> list:
+        """Parts still to send. Parts an earlier attempt sent are waited for, never sent again: their
+        outcomes (already in S3, or still to come) arrive through the collector."""
+        invoked = self.journal.invoked()
+        now, to_send = time.time(), []
+        top = {p.key: p for p in parts}
+        for key, deadline in invoked.items():
+            part = _part_for_key(key, top, self.payloads.split)
+            if part is not None and (deadline > now or self._has_outcome(key)):
+                collector.expect(key)
+                self.resumed[key] = part
+                self.deadlines[key] = deadline
+                self.reused += key in top
+        for part in parts:
+            if part.key not in collector.waiting:
+                to_send.append(part)
+        collector.list_once()
+        progress.add(uploaded=self.reused)
+        return to_send
+
+    def _never_ran(self, collector: Collector) -> list[str]:
+        """Resumed parts still without an outcome after the deadline their requests carried (a crash
+        between the journal and the request): nothing can come for them any more."""
+        now = time.time()
+        if not self.deadlines or now - self._deadline_check < 1.0:
+            return []
+        self._deadline_check = now
+        late = [k for k, d in self.deadlines.items() if d < now and k in collector.waiting and collector.forget(k)]
+        for key in late:
+            del self.deadlines[key]
+        return late
+
+    def _has_outcome(self, key: str) -> bool:
+        for uri in (self.paths.output_uri(key), self.paths.failure_uri(key)):
+            if uri:
+                bucket, object_key = split_s3(uri)
+                if list_keys(self.s3, bucket, object_key):
+                    return True
+        return False
+
+    def _assemble(self, metrics: RunMetrics) -> PredictionResult:
+        n = len(self.frame)
+        pieces = []
+        for start in sorted(self.results):
+            piece = self.results[start]
+            pieces.append(piece.set_axis(pd.RangeIndex(start, start + len(piece))))
+        predictions = (pd.concat(pieces) if pieces else pd.DataFrame(index=pd.RangeIndex(0)))
+        predictions = predictions.reindex(pd.RangeIndex(n))
+        predictions.index = self.frame.index
+        failure_rows, positions = [], []
+        for part, outcome, error in sorted(self.failed, key=lambda f: f[0].start):
+            location = outcome.location or self.paths.failure_uri(part.key)
+            for position in range(part.start, part.stop):
+                positions.append(position)
+                failure_rows.append((self.paths.inference_id(part.key), error, location))
+        failures = pd.DataFrame(failure_rows, columns=FAILURE_COLUMNS)
+        failures.index = self.frame.index[positions] if positions else self.frame.index[:0]
+        metrics = RunMetrics(**{**metrics.__dict__, "rows_failed": len(positions)})
+        return PredictionResult(predictions, failures, metrics)
+
+    def _finish(self, result: PredictionResult) -> None:
+        write_json(self.s3, self.paths.bucket, self.paths.manifest_key, {
+            **self._plan_doc(len(self.payloads.parts)), "finished": True,
+            "metrics": result.metrics.as_dict()})
+        if not self.spec.keep_inputs:
+            keys = list_keys(self.s3, self.paths.bucket, f"{self.paths.prefix}/in/")
+            for start in range(0, len(keys), 1000):
+                self.s3.delete_objects(Bucket=self.paths.bucket, Delete={
+                    "Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
+
+
+def _part_for_key(key: str, top: dict, split) -> object | None:
+    """The part a journal key names: a planned part, or a piece of one split (``<part>.<0|1>...``)."""
+    head, *path = key.split(".")
+    part = top.get(head)
+    for step in path:
+        if part is None:
+            return None
+        pieces = {p.key: p for p in split(part)}
+        part = pieces.get(f"{part.key}.{step}")
+    return part

@@ -1,0 +1,139 @@
+"""A run's identity and where everything it writes lives, on the endpoint's own S3 paths.
+
+Everything is derived from the run id, so a resumed run (same id) finds what the crashed one wrote:
+
+- inputs:   ``s3://<bucket>/<endpoint prefix>/runs/<run id>/in/<part key><ext>``
+- journal:  ``.../runs/<run id>/journal/<n>.json``: the parts about to be invoked, written before they are
+- manifest: ``.../runs/<run id>/manifest.json``: the plan (rows, parts, content type) and, at the end, the
+  outcome
+- outputs:  ``<S3OutputPath>/runs/<run id>/<inference id>.out`` (the request's S3OutputPathExtension), and
+  failures under ``<S3FailurePath>/runs/<run id>/``: a run's results never mix with another's
+- inference ids: ``<run tag>-<part key>``; the run tag (a hash of the run id) tells this run's notifications
+  from another's on the endpoint's shared topics
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
+
+from ..errors import ConfigError
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id) or ".." in run_id:
+        raise ConfigError("run_id", run_id, "1-128 characters of letters, digits, '.', '_' and '-', starting "
+                          "with a letter or digit")
+    return run_id
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key.rstrip("/")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    run_id: str
+    bucket: str
+    endpoint_prefix: str     # the endpoint's own prefix in ``bucket`` (inputs, journal, manifest)
+    output_path: str         # the endpoint's S3OutputPath
+    failure_path: str | None
+
+    @property
+    def tag(self) -> str:
+        return hashlib.sha256(self.run_id.encode()).hexdigest()[:12]
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.endpoint_prefix}/runs/{self.run_id}"
+
+    @property
+    def extension(self) -> str:
+        return f"runs/{self.run_id}"
+
+    def input_key(self, part_key: str, ext: str) -> str:
+        return f"{self.prefix}/in/{part_key}{ext}"
+
+    def inference_id(self, part_key: str) -> str:
+        return f"{self.tag}-{part_key}"
+
+    def part_key(self, inference_id: str) -> str | None:
+        """The part an inference id of this run belongs to; None for another run's."""
+        head, _, key = inference_id.partition("-")
+        return key if head == self.tag and key else None
+
+    def output_uri(self, part_key: str) -> str:
+        return f"{self.output_path.rstrip('/')}/{self.extension}/{self.inference_id(part_key)}.out"
+
+    def failure_uri(self, part_key: str) -> str | None:
+        if not self.failure_path:
+            return None
+        return f"{self.failure_path.rstrip('/')}/{self.extension}/{self.inference_id(part_key)}-error.out"
+
+    @property
+    def manifest_key(self) -> str:
+        return f"{self.prefix}/manifest.json"
+
+    @property
+    def queue_name(self) -> str:
+        return f"mfsa-run-{self.tag}"
+
+
+class Journal:
+    """Which parts were (about to be) invoked, in S3, so a resumed run never invokes one twice.
+
+    InferenceId is no idempotency key on AWS: the same request sent twice runs twice. So each wave of
+    invocations is recorded *before* it is sent; a part found in the journal is waited for, not re-sent.
+    """
+
+    def __init__(self, s3, paths: RunPaths):
+        self.s3, self.paths = s3, paths
+
+    def record(self, part_keys: list[str], deadline: float) -> None:
+        """``deadline``: epoch seconds after which a part with no result can never produce one (its
+        TTL has passed and its invocation timeout too)."""
+        name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"  # unique across a run and its resumptions
+        body = json.dumps({"parts": part_keys, "deadline": deadline}).encode()
+        self.s3.put_object(Bucket=self.paths.bucket, Key=f"{self.paths.prefix}/journal/{name}.json", Body=body)
+
+    def invoked(self) -> dict[str, float]:
+        """part key -> the latest deadline it was invoked with, from every earlier attempt of this run."""
+        found: dict[str, float] = {}
+        for key in list_keys(self.s3, self.paths.bucket, f"{self.paths.prefix}/journal/"):
+            entry = json.loads(self.s3.get_object(Bucket=self.paths.bucket, Key=key)["Body"].read())
+            for part in entry["parts"]:
+                found[part] = max(found.get(part, 0.0), entry["deadline"])
+        return found
+
+
+def list_keys(s3, bucket: str, prefix: str) -> list[str]:
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(obj["Key"] for obj in page.get("Contents", []))
+    return keys
+
+
+def read_json(s3, bucket: str, key: str) -> dict | None:
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as error:
+        if error.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            return None
+        raise
+
+
+def write_json(s3, bucket: str, key: str, doc: dict) -> None:
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc, indent=1).encode(), ContentType="application/json")
