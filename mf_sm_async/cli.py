@@ -3,6 +3,7 @@
     mf-sm-async local serve|start|status|stop|env
     mf-sm-async endpoints list | teardown NAME [--delete] | logs NAME
     mf-sm-async cleanup --older-than 2h
+    mf-sm-async predict --endpoint NAME --input data.parquet|csv --output out.parquet|csv
     mf-sm-async demo
 """
 
@@ -89,6 +90,42 @@ def _duration(text: str) -> float:
         raise ConfigError("--older-than", text, "a number and a unit: 30m, 2h, 1d") from None
 
 
+def _read_table(path: Path):
+    import pandas as pd
+
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    raise ConfigError("--input", str(path), "a .parquet or .csv file")
+
+
+def _predict(args) -> int:
+    from .endpoint import AsyncEndpoint
+
+    if args.output.suffix not in (".parquet", ".csv"):
+        raise ConfigError("--output", str(args.output), "a .parquet or .csv file")
+    frame = _read_table(args.input)
+    options = {k: v for k, v in (("rows_per_payload", args.rows_per_payload), ("content_type", args.content_type),
+                                 ("max_in_flight", args.max_in_flight), ("run_id", args.run_id),
+                                 ("method", args.method)) if v is not None}
+    ep = AsyncEndpoint.attach(args.endpoint, target=args.target)
+    try:
+        result = ep.predict(frame, resume=args.resume, **options)
+    finally:
+        ep.teardown()  # an attached endpoint is kept: this releases our lease
+    out = result.predictions
+    out.columns = [str(c) for c in out.columns]
+    out.to_parquet(args.output) if args.output.suffix == ".parquet" else out.to_csv(args.output)
+    print(f"{result} -> {args.output}")
+    if not result.failures.empty:
+        failures = args.output.with_name(args.output.stem + ".failures.csv")
+        result.failures.to_csv(failures)
+        print(f"{len(result.failures)} rows failed: see {failures}")
+        return 1
+    return 0
+
+
 def _demo(args) -> int:
     from .demo import run_demo
 
@@ -121,6 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--older-than", required=True, help="e.g. 30m, 2h, 1d")
     clean.add_argument("--target", choices=["local", "aws"], default=None)
     clean.set_defaults(func=_cleanup)
+
+    score = commands.add_parser("predict", help="score a .parquet/.csv table through an endpoint")
+    score.add_argument("--endpoint", required=True, help="the endpoint's name")
+    score.add_argument("--input", required=True, type=Path, help="rows to score: .parquet or .csv")
+    score.add_argument("--output", required=True, type=Path, help="predictions: .parquet or .csv")
+    score.add_argument("--rows-per-payload", type=int, default=None)
+    score.add_argument("--content-type", default=None)
+    score.add_argument("--max-in-flight", type=int, default=None)
+    score.add_argument("--method", default=None, help="the estimator method, e.g. predict_proba")
+    score.add_argument("--run-id", default=None, help="name the run (needed for --resume)")
+    score.add_argument("--resume", action="store_true", help="re-use the finished parts of run --run-id")
+    score.add_argument("--target", choices=["local", "aws"], default=None)
+    score.set_defaults(func=_predict)
 
     demo = commands.add_parser("demo", help="train a scikit-learn model, score it on the emulator, tear down")
     demo.add_argument("--rows-per-payload", type=int, default=50)

@@ -113,7 +113,10 @@ def encode_rows(frame: pd.DataFrame, content_type: str = JSONLINES) -> bytes:
     blocks = _blocks(frame, media)
     if media == NPY:
         return _npy_payload(frame.shape, blocks)
-    chunks = _text_rows(frame.shape, blocks, media)
+    # One text column goes as bare values ("a"\n, not ["a"]\n): the handler then hands the estimator a 1-D
+    # array of strings, which is what a text pipeline (TfidfVectorizer first) was fitted on.
+    bare = media != CSV and frame.shape[1] == 1 and not pd.api.types.is_numeric_dtype(frame.dtypes.iloc[0])
+    chunks = _text_rows(frame.shape, blocks, media, bare)
     if media != JSON:
         return b"".join(chunks)
     if chunks:
@@ -262,11 +265,13 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _text_rows(shape: tuple[int, int], blocks, media: str) -> list:
+def _text_rows(shape: tuple[int, int], blocks, media: str, bare: bool = False) -> list:
     """The text of every row, in buffers to concatenate: ``[a,b]\\n`` for JSON Lines, ``[a,b],`` for JSON,
-    ``a,b\\n`` for CSV."""
+    ``a,b\\n`` for CSV; ``bare`` drops the brackets."""
     rows, columns = shape
     prefix, suffix = {CSV: ("", "\n"), JSON: ("[", "],")}.get(media, ("[", "]\n"))
+    if bare:
+        prefix, suffix = "", suffix[1:]
     if _pa is None:
         tokens = np.empty((rows, columns), dtype=object)
         for positions, kind, values in blocks:

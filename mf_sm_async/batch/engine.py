@@ -65,7 +65,9 @@ class _Run:
         progress = Progress(sink_for(self.spec.progress), rows=len(self.frame), payloads=len(parts))
         self._write_plan(len(parts))
         watcher = InstanceWatcher(self.ep).start()
-        collector = Collector(self.s3, self.paths, self._notification_queue()).start()
+        # the emulator notifies at once; on AWS a notification can lag by seconds before we list for it
+        list_after = 3.0 if self.io.target == "local" else 10.0
+        collector = Collector(self.s3, self.paths, self._notification_queue(), list_after=list_after).start()
         stage_pool = cf.ThreadPoolExecutor(self.spec.upload_threads, thread_name_prefix="mf-sm-async-stage")
         fetch_pool = cf.ThreadPoolExecutor(self.spec.download_threads, thread_name_prefix="mf-sm-async-fetch")
         try:

@@ -262,3 +262,18 @@ def test_big_frames_split_across_threads_keep_row_order():
 
 def test_docstring_examples_run():
     assert doctest.testmod(codecs).failed == 0
+
+
+@pytest.mark.parametrize("content_type", [codecs.JSONLINES, codecs.JSON])
+def test_a_text_column_reaches_a_text_pipeline_as_strings(content_type):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    texts = ["good great fine", "bad awful poor", "great good", "awful bad"]
+    pipeline = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts, [1, 0, 1, 0])
+    frame = pd.DataFrame({"review": ["a great, good day", "awful — bad ünïcode"]})
+    body = codecs.encode_rows(frame, content_type)
+    answer, media = handler.output_fn(handler.predict_fn(handler.input_fn(body, content_type), pipeline),
+                                      content_type)
+    assert codecs.decode_output(answer, media, rows=2)["prediction"].tolist() == [1, 0]
