@@ -11,7 +11,7 @@
     # on exit: teardown="zero" (scaled to zero, kept for reuse); "delete" removes everything it made
 
 ``deploy`` creates, in order and tagged ``mf-sm-async:managed``: the S3 prefix, the model, the SNS
-success / error topics with an SQS queue subscribed (our own completion tracking), the endpoint config
+success / error topics (each ``predict`` run subscribes a queue of its own to them), the endpoint config
 with the full AsyncInferenceConfig, the endpoint (waited for until InService), then the scalable target,
 a target-tracking policy on ApproximateBacklogSizePerInstance and the step policy + CloudWatch alarm on
 HasBacklogWithoutCapacity so the endpoint leaves zero by itself. A failure half way deletes what it
@@ -79,10 +79,6 @@ class Resources:
     @property
     def error_topic(self) -> str:
         return f"arn:aws:sns:{self.region}:{self.account}:{self.name}-error"
-
-    @property
-    def queue_name(self) -> str:
-        return f"{self.name}-notifications"
 
     @property
     def resource_id(self) -> str:

@@ -8,7 +8,6 @@ import logging
 
 from botocore.exceptions import ClientError
 
-from .batch.completion import sqs_policy
 from .errors import DeployError
 from .images import sklearn_image, warn_if_no_aws_image
 from .role_check import check_role, needed_permissions
@@ -95,19 +94,13 @@ class _Builder:
         return sklearn_image(version, self.r.region, self.ep.spec.instance_type)
 
     def _notifications(self) -> None:
+        """The success and error topics. Each run subscribes a queue of its own to them for as long as it
+        runs (see batch/completion.py): a queue of the endpoint's own would fill with messages no one reads."""
         if not self.ep.spec.notifications:
             return
-        sns, sqs = self._client("sns"), self._client("sqs")
         for arn in (self.r.success_topic, self.r.error_topic):
-            sns.create_topic(Name=arn.rsplit(":", 1)[1], Tags=_tags(self.ep))
+            self._client("sns").create_topic(Name=arn.rsplit(":", 1)[1], Tags=_tags(self.ep))
             self.made.append(("topic", arn))
-        queue = sqs.create_queue(QueueName=self.r.queue_name, tags={t["Key"]: t["Value"] for t in _tags(self.ep)})
-        self.made.append(("queue", queue["QueueUrl"]))
-        queue_arn = f"arn:aws:sqs:{self.r.region}:{self.r.account}:{self.r.queue_name}"
-        sqs.set_queue_attributes(QueueUrl=queue["QueueUrl"], Attributes={
-            "Policy": sqs_policy(queue_arn, [self.r.success_topic, self.r.error_topic])})
-        for arn in (self.r.success_topic, self.r.error_topic):
-            sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=queue_arn)
 
     def _config(self) -> None:
         spec = self.ep.spec
@@ -173,11 +166,6 @@ def _all_kinds(endpoint) -> list[tuple[str, str]]:
     r = endpoint.resources
     made = [("alarm", r.alarm), ("scalable target", r.resource_id), ("endpoint", r.name), ("config", r.config),
             ("model", r.model)]
-    try:
-        queue = endpoint._client("sqs").get_queue_url(QueueName=r.queue_name)["QueueUrl"]
-        made.append(("queue", queue))
-    except ClientError:
-        pass
     return made + [("topic", r.error_topic), ("topic", r.success_topic)]
 
 
@@ -215,7 +203,5 @@ def _delete_one(endpoint, kind: str, ident: str) -> None:
         client("sagemaker").delete_endpoint_config(EndpointConfigName=ident)
     elif kind == "model":
         client("sagemaker").delete_model(ModelName=ident)
-    elif kind == "queue":
-        client("sqs").delete_queue(QueueUrl=ident)
     elif kind == "topic":
         client("sns").delete_topic(TopicArn=ident)

@@ -2,7 +2,8 @@
 
     GET    /_mf_sm_async/health            {"ok", "pid", "version", "time_scale"}
     GET    /_mf_sm_async/counts            per endpoint: received, processed, failed, expired, backlog,
-                                           instances, desired, pids, instance_deaths, per_inference_id
+                                           instances, desired, pids, instance_deaths, per_inference_id (runs),
+                                           received_per_inference_id (requests)
     POST   /_mf_sm_async/faults            {"kind": "s3_slowdown" | "throttle" | "lose_notification",
                                             "count": N, "endpoint" | "bucket" | "method": ...}
     GET    /_mf_sm_async/faults            the faults still armed
@@ -35,6 +36,7 @@ def handle(emulator, route: str, method: str, body: bytes, start_response):
                 "instance_deaths": rt.counters.instance_deaths, "backlog": rt.backlog, "queued": rt.queued,
                 "instances": rt.current_instances, "desired": rt.desired, "pids": rt.instance_pids(),
                 "per_inference_id": dict(rt.counters.per_inference_id),
+                "received_per_inference_id": dict(rt.counters.received_per_inference_id),
             } for (region, name), rt in list(emulator.control.runtimes.items())})
     if route == "faults":
         if method == "GET":

@@ -40,7 +40,8 @@ class Counters:
     failed: int = 0
     expired: int = 0
     instance_deaths: int = 0
-    per_inference_id: collections.Counter = field(default_factory=collections.Counter)
+    per_inference_id: collections.Counter = field(default_factory=collections.Counter)           # runs
+    received_per_inference_id: collections.Counter = field(default_factory=collections.Counter)  # requests
 
 
 class EndpointRuntime:
@@ -267,6 +268,7 @@ class EndpointRuntime:
             request.saved_as = self._request_log.save(self.settings.region, request)
         with self._cond:
             self.counters.received += 1
+            self.counters.received_per_inference_id[request.inference_id] += 1
             self._queue.append(request)
             self._cond.notify()
 

@@ -17,8 +17,7 @@ ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 TRUST = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                 "Principal": {"Service": "sagemaker.amazonaws.com"}}]}
-STEPS = ["PutObject", "CreateModel", "CreateTopic", "CreateQueue", "SetQueueAttributes", "Subscribe",
-         "CreateEndpointConfig", "CreateEndpoint", "RegisterScalableTarget", "PutScalingPolicy", "PutMetricAlarm"]
+STEPS = ["PutObject", "CreateModel", "CreateTopic", "CreateEndpointConfig", "CreateEndpoint", "RegisterScalableTarget", "PutScalingPolicy", "PutMetricAlarm"]
 
 
 @pytest.fixture
@@ -66,7 +65,7 @@ def test_deploy_sends_exactly_what_aws_needs(aws_target, estimator):
     calls = aws_target
     made = [name for name, _ in calls if name in STEPS]
     assert made[:2] == ["PutObject", "CreateModel"]  # the tarball is uploaded before the model names it
-    assert made.index("SetQueueAttributes") < made.index("Subscribe") < made.index("CreateEndpointConfig")
+    assert made.index("CreateTopic") < made.index("CreateEndpointConfig")
     assert made.index("CreateEndpoint") < made.index("RegisterScalableTarget") < made.index("PutMetricAlarm")
     params = {name: p for name, p in calls}
     model = params["CreateModel"]
@@ -80,9 +79,6 @@ def test_deploy_sends_exactly_what_aws_needs(aws_target, estimator):
                                                 "ErrorTopic": ep.resources.error_topic,
                                                 "IncludeInferenceResponseIn": ["SUCCESS_NOTIFICATION_TOPIC"]}}}
     assert {"Key": "mf-sm-async:managed", "Value": "true"} in config["Tags"]
-    policy = json.loads(params["SetQueueAttributes"]["Attributes"]["Policy"])["Statement"][0]
-    assert policy["Principal"] == {"Service": "sns.amazonaws.com"} and policy["Action"] == "sqs:SendMessage"
-    assert policy["Condition"]["ArnEquals"]["aws:SourceArn"] == [ep.resources.success_topic, ep.resources.error_topic]
     target = params["RegisterScalableTarget"]
     assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 3)
     policies = {p["PolicyType"]: p for n, p in calls if n == "PutScalingPolicy"}
@@ -190,3 +186,20 @@ def test_endpoint_logs_on_aws_are_the_last_lines_of_the_newest_instance_streams(
     with pytest.raises(DeployError) as error:
         container_logs("no-such-endpoint")
     assert "/aws/sagemaker/Endpoints/no-such-endpoint" in str(error.value)
+
+
+def test_a_runs_queue_lets_exactly_the_endpoints_topics_deliver_and_is_gone_after(aws_target):
+    from mf_sm_async.batch.completion import NotificationQueue
+    from mf_sm_async.batch.run import RunPaths
+
+    sns, sqs = aws.client("sns"), aws.client("sqs")
+    topics = [sns.create_topic(Name=n)["TopicArn"] for n in ("ep-success", "ep-error")]
+    run = RunPaths("run-1", "bucket", "prefix", "s3://bucket/prefix/outputs", None)
+    queue = NotificationQueue(sqs, sns, run, topics)
+    policy = json.loads(sqs.get_queue_attributes(QueueUrl=queue.url, AttributeNames=["Policy"])
+                        ["Attributes"]["Policy"])["Statement"][0]
+    assert policy["Principal"] == {"Service": "sns.amazonaws.com"} and policy["Action"] == "sqs:SendMessage"
+    assert policy["Condition"]["ArnEquals"]["aws:SourceArn"] == topics
+    assert {s["TopicArn"] for s in sns.list_subscriptions()["Subscriptions"]} == set(topics)
+    queue.close()
+    assert sns.list_subscriptions()["Subscriptions"] == [] and not sqs.list_queues().get("QueueUrls")
