@@ -8,7 +8,7 @@ from .errors import (AsyncInferenceError, ConfigError, DeployError, InvocationEr
 
 __version__ = "0.1.0"
 
-__all__ = ["AsyncEndpoint", "AsyncInferenceError", "ConfigError", "DeployError", "InvocationError", "ModelError",
+__all__ = ["AsyncEndpoint", "AsyncInferenceError", "BatchResult", "ProgressEvent", "ConfigError", "DeployError", "InvocationError", "ModelError",
            "TargetError", "TimeoutError", "__version__"]
 
 
@@ -18,4 +18,12 @@ def __getattr__(name: str):
         from .endpoint import AsyncEndpoint
 
         return AsyncEndpoint
+    if name == "BatchResult":
+        from .batch.result import BatchResult
+
+        return BatchResult
+    if name == "ProgressEvent":
+        from .progress import ProgressEvent
+
+        return ProgressEvent
     raise AttributeError(f"module 'mf_sm_async' has no attribute {name!r}")

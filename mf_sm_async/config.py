@@ -214,11 +214,11 @@ ON_ERROR_MODES = ("collect", "raise")
 
 
 @dataclass(frozen=True)
-class PredictSpec:
+class BatchSpec:
     """The options of ``AsyncEndpoint.predict`` (payload sizing and content types are checked by the
     planner and the codecs, which own them).
 
-    >>> PredictSpec(max_in_flight=8).request_ttl_seconds
+    >>> BatchSpec(max_in_flight=8).request_ttl_seconds
     3600
     """
 
@@ -270,5 +270,5 @@ class PredictSpec:
         return f"method={self.method}" if self.method else self.custom_attributes
 
     @classmethod
-    def from_kwargs(cls, **kwargs: object) -> "PredictSpec":
+    def from_kwargs(cls, **kwargs: object) -> "BatchSpec":
         return _from_kwargs(cls, kwargs)

@@ -219,17 +219,17 @@ class AsyncEndpoint:
 
     # scoring ------------------------------------------------------------------------------------
     def predict(self, frame, **options):
-        """Score every row of ``frame`` through the endpoint; returns a ``PredictionResult``
+        """Score every row of ``frame`` through the endpoint; returns a ``BatchResult``
         (``predictions`` aligned to ``frame.index``, ``failures``, ``metrics``). Options: see
-        ``mf_sm_async.config.PredictSpec`` (rows_per_payload, content_type, max_in_flight, resume, ...).
+        ``mf_sm_async.config.BatchSpec`` (rows_per_payload, content_type, max_in_flight, resume, ...).
 
         >>> result = ep.predict(df, rows_per_payload=500)             # doctest: +SKIP
         >>> result.predictions.join(df)                              # doctest: +SKIP
         """
         from .batch.engine import predict
-        from .config import PredictSpec
+        from .config import BatchSpec
 
-        return predict(self, frame, PredictSpec.from_kwargs(**options))
+        return predict(self, frame, BatchSpec.from_kwargs(**options))
 
     def invoke_async(self, payload, **options):
         """Send one raw payload (bytes, a local file path, or an s3:// URI); returns an ``Invocation``

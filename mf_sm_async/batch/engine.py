@@ -24,8 +24,8 @@ from .codecs import OutputShapeError
 from .completion import Collector, NotificationQueue, Outcome
 from .endpoint_io import EndpointIO
 from .payloads import ColumnPayloads, Staged, payloads_for
-from .progress import Progress, sink_for
-from .result import FAILURE_COLUMNS, PredictionResult, RunMetrics
+from ..progress import Progress, sink_for
+from .result import FAILURE_COLUMNS, BatchResult, RunMetrics
 from .run import Journal, RunPaths, check_run_id, list_keys, new_run_id, read_json, split_s3, write_json
 from .watcher import InstanceWatcher
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 WAVE_SECONDS = 0.05
 
 
-def predict(endpoint, frame: pd.DataFrame, spec) -> PredictionResult:
+def predict(endpoint, frame: pd.DataFrame, spec) -> BatchResult:
     io = EndpointIO.of(endpoint)
     if spec.resume and not spec.run_id:
         from ..errors import ConfigError
@@ -59,7 +59,7 @@ class _Run:
         self._lock = threading.Lock()
 
     # the loop ------------------------------------------------------------------------------------
-    def run(self) -> PredictionResult:
+    def run(self) -> BatchResult:
         started = time.monotonic()
         parts = self.payloads.parts
         progress = Progress(sink_for(self.spec.progress), rows=len(self.frame), payloads=len(parts))
@@ -271,7 +271,7 @@ class _Run:
                     return True
         return False
 
-    def _assemble(self, metrics: RunMetrics) -> PredictionResult:
+    def _assemble(self, metrics: RunMetrics) -> BatchResult:
         n = len(self.frame)
         pieces = []
         for start in sorted(self.results):
@@ -289,9 +289,9 @@ class _Run:
         failures = pd.DataFrame(failure_rows, columns=FAILURE_COLUMNS)
         failures.index = self.frame.index[positions] if positions else self.frame.index[:0]
         metrics = RunMetrics(**{**metrics.__dict__, "rows_failed": len(positions)})
-        return PredictionResult(predictions, failures, metrics)
+        return BatchResult(predictions, failures, metrics)
 
-    def _finish(self, result: PredictionResult) -> None:
+    def _finish(self, result: BatchResult) -> None:
         write_json(self.s3, self.paths.bucket, self.paths.manifest_key, {
             **self._plan_doc(len(self.payloads.parts)), "finished": True,
             "metrics": result.metrics.as_dict()})

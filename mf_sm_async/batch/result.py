@@ -29,7 +29,7 @@ class RunMetrics:
 
 
 @dataclass(frozen=True)
-class PredictionResult:
+class BatchResult:
     """``predictions``: one row per input row, same index (failed rows hold missing values);
     ``failures``: one row per failed input row, indexed like the input, with the inference id, the
     error text and the failure object's location; ``metrics``: see :class:`RunMetrics`."""
@@ -40,7 +40,7 @@ class PredictionResult:
 
     def __repr__(self) -> str:
         m = self.metrics
-        return (f"PredictionResult({m.rows} rows, {m.rows_failed} failed, {m.payloads} payloads, "
+        return (f"BatchResult({m.rows} rows, {m.rows_failed} failed, {m.payloads} payloads, "
                 f"{m.seconds:.1f}s, {m.rows_per_second:.0f} rows/s)")
 
 

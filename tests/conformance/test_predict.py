@@ -157,3 +157,94 @@ def test_a_crashed_client_resumes_without_sending_any_part_twice(endpoint, tmp_p
     assert ran == sent                                           # and run exactly once
     assert result.metrics.payloads_reused == len(sent_before_crash)
     assert result.metrics.payloads == 40 - len(sent_before_crash)
+
+
+def test_lost_notifications_are_made_up_for_by_listing_the_runs_outputs(endpoint):
+    fault("lose_notification", 2, endpoint=endpoint.name)
+    df = frame(100, seed=7)
+    result = endpoint.predict(df, rows_per_payload=10, progress=False)
+    np.testing.assert_array_equal(result.predictions["prediction"].to_numpy(), row_sums(df))
+
+
+def test_parallel_runs_on_one_endpoint_each_get_their_own_results(endpoint):
+    from concurrent.futures import ThreadPoolExecutor
+
+    frames = [frame(500, seed=10 + n) * (n + 1) for n in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda df: endpoint.predict(df, rows_per_payload=25, progress=False), frames))
+    for df, result in zip(frames, results):
+        np.testing.assert_array_equal(result.predictions["prediction"].to_numpy(), row_sums(df))
+
+
+@pytest.fixture(scope="module")
+def behaviours(local_target):
+    ep = AsyncEndpoint.deploy(model=str(MODELS / "behaviours"), max_instances=1,
+                              max_concurrent_invocations_per_instance=4, teardown="delete")
+    yield ep
+    ep.teardown()
+
+
+def test_one_row_per_payload_from_bytes_files_and_s3_uris(behaviours, tmp_path):
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"op": "echo", "value": "file", "padding": "x" * 300_000}))  # > 128,000: via S3
+    s3 = aws.client("s3")
+    s3.put_object(Bucket=behaviours.resources.bucket, Key="test-inputs/one.json",
+                  Body=json.dumps({"op": "echo", "value": "in s3"}).encode())
+    df = pd.DataFrame({"payload": [json.dumps({"op": "echo", "value": "bytes"}).encode(), str(big),
+                                   f"s3://{behaviours.resources.bucket}/test-inputs/one.json",
+                                   json.dumps({"op": "raise", "value": 4}).encode(),
+                                   json.dumps({"op": "echo", "value": "ünïcødé ✓ 漢字"}, ensure_ascii=False).encode()]},
+                      index=["a", "b", "c", "d", "e"])
+    result = behaviours.predict(df, payload_column="payload", content_type="application/json", progress=False)
+    echoes = result.predictions["prediction"].map(lambda p: p["echo"] if isinstance(p, dict) else None)
+    assert echoes.drop(index="d").tolist() == ["bytes", "file", "in s3", "ünïcødé ✓ 漢字"]
+    assert pd.isna(result.predictions.loc["d", "prediction"])
+    assert list(result.failures.index) == ["d"] and "poison payload 4" in result.failures.loc["d", "error"]
+    assert result.metrics.payloads == 5
+
+
+def test_a_payload_column_holding_something_else_is_refused_naming_the_row(behaviours):
+    from mf_sm_async import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        behaviours.predict(pd.DataFrame({"payload": [b"{}", 42]}), payload_column="payload", progress=False)
+    assert "payload[1]" in str(error.value) and "s3://" in str(error.value)
+
+
+def test_invoke_async_results_failures_and_a_timeout_that_does_not_hang(behaviours, tmp_path):
+    import time
+
+    from mf_sm_async import ModelError, TimeoutError
+
+    answer = behaviours.invoke_async(json.dumps({"op": "echo", "value": 1}).encode(), content_type="application/json")
+    assert json.loads(answer.result(timeout=60))["echo"] == 1
+    path = tmp_path / "payload.json"
+    path.write_text(json.dumps({"op": "echo", "value": 2, "padding": "y" * 200_000}))
+    assert json.loads(behaviours.invoke_async(str(path), content_type="application/json").result(60))["echo"] == 2
+    with pytest.raises(ModelError) as error:
+        behaviours.invoke_async(json.dumps({"op": "raise", "value": 3}).encode()).result(timeout=60)
+    assert "poison payload 3" in str(error.value)
+    slow = behaviours.invoke_async(json.dumps({"op": "sleep", "seconds": 5}).encode())
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        slow.result(timeout=0.5)
+    assert time.monotonic() - started < 2.0
+
+
+def test_the_predict_command_scores_a_parquet_file(endpoint, tmp_path):
+    df = frame(250, seed=8)
+    df.index = [f"r{n}" for n in range(250)]
+    df.to_parquet(tmp_path / "in.parquet")
+    done = subprocess.run([sys.executable, "-m", "mf_sm_async.cli", "predict", "--endpoint", endpoint.name,
+                           "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out.parquet"),
+                           "--rows-per-payload", "40"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert list(out.index) == list(df.index)
+    np.testing.assert_array_equal(out["prediction"].to_numpy(), row_sums(df))
+    assert "250 rows, 0 failed" in done.stdout
+
+    bad = subprocess.run([sys.executable, "-m", "mf_sm_async.cli", "predict", "--endpoint", endpoint.name,
+                          "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out.parquet"),
+                          "--rows-per-payload", "0"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "rows_per_payload=0" in bad.stderr

@@ -19,7 +19,7 @@ def test_demo_scores_digits_on_the_emulator_and_cleans_up(tmp_path):
         assert result.returncode == 0, result.stderr
         accuracy = float(re.search(r"accuracy (\d\.\d+)", result.stdout).group(1))
         assert accuracy > 0.9  # LogisticRegression on digits scores ~0.95; a misaligned result would not
-        assert "PredictionResult(450 rows, 0 failed" in result.stdout
+        assert "BatchResult(450 rows, 0 failed" in result.stdout
         assert "warning" not in result.stdout  # every resource it made was deleted
         import boto3
 

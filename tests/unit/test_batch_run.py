@@ -11,9 +11,9 @@ from moto import mock_aws
 
 from mf_sm_async import ConfigError
 from mf_sm_async.batch.completion import outcome_of
-from mf_sm_async.batch.progress import Progress
+from mf_sm_async.progress import Progress
 from mf_sm_async.batch.run import Journal, RunPaths, check_run_id
-from mf_sm_async.config import PredictSpec
+from mf_sm_async.config import BatchSpec
 
 
 def paths(run_id="run-1") -> RunPaths:
@@ -89,5 +89,5 @@ def test_progress_events_are_throttled_but_the_first_and_last_always_come():
                                             ({"max_inflight": 3}, "max_inflight")])
 def test_predict_options_are_checked_naming_the_field(options, field):
     with pytest.raises(ConfigError) as error:
-        PredictSpec.from_kwargs(**options)
+        BatchSpec.from_kwargs(**options)
     assert error.value.field == field
