@@ -1,8 +1,9 @@
 """The fan-out engine (``ep.predict``) against the loop a user writes from AWS's docs, against the physical
 limit, and how soon it holds a result once the endpoint has written it.
 
-    python benchmarks/fanout_throughput.py [--naive-rows 200] [--engine-rows 20000] [--limit-rows 200000]
+    python benchmarks/fanout_throughput.py [--naive-rows 200] [--engine-rows 20000] [--limit-rows 400000]
                                            [--columns 16] [--instances 2] [--concurrency 4] [--repeat 2]
+                                           [--rows-per-payload N] [--latency-invocations 20]
 
 One daemon of its own (temporary MF_SM_ASYNC_HOME), one endpoint of the row-sum test model
 (``tests/conformance/models/rowsum``: each row's output is its sum; every answer is checked) with
@@ -14,20 +15,24 @@ a. naive loop: per row, PutObject of ``[[row]]`` as JSON, InvokeEndpointAsync(In
 b. physical limit: the same JSON Lines payloads of 1,000 rows (``codecs.encode_rows``) POSTed straight to
    the model-server processes by instances x concurrency threads (each encodes its payload, POSTs it and
    decodes the answer with ``codecs.decode_output``: the same client work, no S3, no queue, no
-   notifications), next to ``ep.predict(df, rows_per_payload=1000)``. Alternated ``--repeat`` times.
+   notifications), next to ``ep.predict(df, rows_per_payload=1000)``. Alternated ``--repeat`` times. The
+   CPU time each process spent (client, daemon, rclone, model servers; from /proc) shows what bounds it:
+   on this 2-core machine the emulator's own work competes with the model servers for the same cores.
 c. completion latency: from the endpoint writing a part's output to the engine holding its decoded rows.
    "Written" is the ``eventTime`` of the success notification (the emulator stamps it, in ms, right after
    it stored the output object), read from a separate SQS queue subscribed to the endpoint's success
-   topic for these runs only. S3's LastModified is no good here: 1 s resolution. "Holding" is seen from
-   outside, through a ``progress=`` callback (nothing of the engine is wrapped or patched): the engine
-   adds to ``done`` in its loop right after a part's rows are decoded and kept, but hands an event to
-   the callback at most every 0.2 s, so an increment is only known to lie between the previous event and
-   the one that shows it. The k-th increment is paired with the k-th eventTime (completion order); the
-   table gives the latencies' upper bounds (conservative) and lower bounds. The last parts of a run show
-   up only in the ``finished`` event, sent after predict's own wind-down, so their upper bound includes
-   it; "last output -> predict() returns" is that wind-down alone. Regimes: a burst (a run as in (b),
-   up to the default max_in_flight=64 parts in flight), one part at a time (max_in_flight=1), and ``ep.invoke_async(...).result()``
-   (HeadObject polling with backoff, not the engine's path; timed exactly, to result() returning).
+   topic for these runs only. The object's LastModified is no good here: HeadObject / GetObject give it
+   as an HTTP date, to the second. "Holding" is seen from outside, through a ``progress=`` callback
+   (nothing of the engine is wrapped or patched): the engine adds to ``done`` in its loop right after a
+   part's rows are decoded and kept, but hands an event to the callback at most every 0.2 s, so an
+   increment is only known to lie between the previous event and the one that shows it. The k-th
+   increment is paired with the k-th eventTime (completion order); the table gives the latencies' upper
+   bounds (conservative) and lower bounds. The last parts of a run show up only in the ``finished``
+   event, sent after predict's own wind-down, so their upper bound includes it; "last output ->
+   predict() returns" is that wind-down alone. Regimes: a burst (a run as in (b), up to the default
+   max_in_flight=64 parts in flight), one part at a time (max_in_flight=1), and
+   ``ep.invoke_async(...).result()`` (HeadObject polling with backoff, not the engine's path; timed
+   exactly, to result() returning).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import concurrent.futures as cf
 import datetime as dt
 import http.client
 import json
+import os
 import statistics
 import threading
 import time
@@ -137,6 +143,45 @@ def direct(ports: list[int], concurrency: int, df: pd.DataFrame, rows_per_payloa
     return len(df) / seconds
 
 
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_roles(daemon_pid: int) -> dict[int, str]:
+    """This client, the daemon, and the daemon's children: rclone and the model servers."""
+    roles = {os.getpid(): "client", daemon_pid: "daemon"}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                text = stat.read()
+        except OSError:
+            continue
+        name, rest = text[text.index("(") + 1:text.rindex(")")], text.rsplit(")", 1)[1].split()
+        if int(rest[1]) == daemon_pid:
+            roles[int(entry)] = "rclone" if "rclone" in name else "model servers"
+    return roles
+
+
+def cpu_by_role(roles: dict[int, str]) -> dict[str, float]:
+    spent: dict[str, float] = {}
+    for pid, role in roles.items():
+        spent[role] = spent.get(role, 0.0) + cpu_seconds(pid)
+    return spent
+
+
+def measured(roles: dict[int, str], spent: dict[str, float], fn):
+    """fn()'s value, adding the CPU seconds each role spent meanwhile to ``spent``."""
+    before = cpu_by_role(roles)
+    value = fn()
+    for role, seconds in cpu_by_role(roles).items():
+        spent[role] = spent.get(role, 0.0) + seconds - before.get(role, 0.0)
+    return value
+
+
 # c. completion latency -------------------------------------------------------------------------------
 
 class SideQueue:
@@ -217,7 +262,7 @@ def main() -> None:
     parser.add_argument("--naive-rows", type=int, default=200)
     parser.add_argument("--engine-rows", type=int, default=20_000)
     parser.add_argument("--rows-per-payload", type=int, default=None, help="for (a); default: the engine's")
-    parser.add_argument("--limit-rows", type=int, default=200_000)
+    parser.add_argument("--limit-rows", type=int, default=400_000)
     parser.add_argument("--columns", type=int, default=16)
     parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=4)
@@ -238,9 +283,12 @@ def main() -> None:
             # b.
             limit_df = frame(args.limit_rows, args.columns, seed=3)
             direct_rates, engine_rates = [], []
+            roles, direct_cpu, engine_cpu = process_roles(state["pid"]), {}, {}
             for _ in range(args.repeat):
-                direct_rates.append(direct(ports, args.concurrency, limit_df, 1000))
-                engine_rates.append(timed_predict(ep, limit_df, rows_per_payload=1000)[0])
+                direct_rates.append(measured(roles, direct_cpu,
+                                             lambda: direct(ports, args.concurrency, limit_df, 1000)))
+                engine_rates.append(measured(roles, engine_cpu,
+                                             lambda: timed_predict(ep, limit_df, rows_per_payload=1000)[0]))
             # c.
             side = SideQueue(ep, c)
             try:
@@ -270,6 +318,14 @@ def main() -> None:
           f"(runs: {', '.join(f'{r:,.0f}' for r in direct_rates)}) | 1.00x | |")
     print(f"| ep.predict(rows_per_payload=1000) | {e:,.0f} (runs: {', '.join(f'{r:,.0f}' for r in engine_rates)}) "
           f"| {e / d:.2f}x | >= 0.5x |")
+    per = 100_000 / (args.limit_rows * args.repeat)
+    order = ["client", "daemon", "rclone", "model servers"]
+    print("\nCPU seconds per 100,000 rows, by process (the machine has "
+          f"{len(os.sched_getaffinity(0))} cores)\n")
+    print("| side | " + " | ".join(order) + " | all |\n|---|" + "---|" * (len(order) + 1))
+    for label, spent in (("direct POST", direct_cpu), ("ep.predict", engine_cpu)):
+        print(f"| {label} | " + " | ".join(f"{spent.get(r, 0.0) * per:.2f}" for r in order)
+              + f" | {sum(spent.values()) * per:.2f} |")
     print("\nc. completion latency: output written (notification eventTime) -> decoded result held by the client\n")
     print("| path | parts | median | p90 | max | target |\n|---|---|---|---|---|---|")
     for label, (uppers, lowers, tail) in (

@@ -1,0 +1,42 @@
+"""The step's live Metaflow card: a progress bar, rows/s, backlog, instances and failures, refreshed
+from the run's progress events (see :mod:`mf_sm_async.progress`)."""
+
+from __future__ import annotations
+
+CARD_ID = "async_inference"
+
+
+class CardSink:
+    """A progress-event consumer that draws on ``current.card[CARD_ID]``; a no-op outside a task with
+    the card (a notebook calling ``predict`` directly)."""
+
+    def __init__(self, title: str, rows: int):
+        from metaflow import current
+        from metaflow.cards import Markdown, ProgressBar
+
+        self.card = current.card[CARD_ID] if "card" in current else None
+        if self.card is None:
+            return
+        self.bar = ProgressBar(max=max(rows, 1), label="rows scored", value=0)
+        self.line = Markdown("planning")
+        self.card.append(Markdown(f"## {title}"))
+        self.card.append(self.bar)
+        self.card.append(self.line)
+        self.card.refresh()
+
+    def __call__(self, event) -> None:
+        if self.card is None:
+            return
+        from metaflow.cards import Markdown
+
+        self.bar.update(event.rows_done + event.rows_failed)
+        state = {"planned": "planned", "progress": "scoring", "finished": "finished"}[event.kind]
+        instances = "?" if event.instances is None else event.instances
+        self.line.update(
+            f"**{state}**: {event.rows_done:,} of {event.rows:,} rows done, {event.rows_failed:,} failed · "
+            f"{event.rows_per_second:,.0f} rows/s · {event.done}/{event.payloads} payloads · "
+            f"in flight {event.in_flight} · backlog {event.backlog} · instances {instances} · "
+            f"{event.elapsed_seconds:.1f}s")
+        if event.kind == "finished":
+            self.card.append(Markdown(f"finished in {event.elapsed_seconds:.1f}s"))
+        self.card.refresh()
