@@ -9,6 +9,7 @@ of the run, so parallel runs on one endpoint each get every notification and kee
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import logging
 import queue
@@ -32,6 +33,11 @@ class Outcome:
     body: bytes | None = None         # the output itself when the notification carried it
     reason: str | None = None         # why it failed
     source: str = "notification"      # or "listing"
+    event_time: float | None = None   # when the endpoint published it (epoch seconds)
+
+    def latency(self) -> float | None:
+        """Seconds from the endpoint's notification to now (the engine calls it with the result in hand)."""
+        return None if self.event_time is None else max(0.0, time.time() - self.event_time)
 
 
 def sqs_policy(queue_arn: str, topics: list[str]) -> str:
@@ -53,13 +59,10 @@ class NotificationQueue:
         self.subscriptions = [sns.subscribe(TopicArn=t, Protocol="sqs", Endpoint=arn,
                                             ReturnSubscriptionArn=True)["SubscriptionArn"] for t in topics]
 
-    def receive(self, wait_seconds: int) -> list[dict]:
-        """Notification bodies (deleted from the queue as they are read)."""
+    def receive(self, wait_seconds: int) -> tuple[list[dict], list[str]]:
+        """Notification bodies and their receipt handles (for :meth:`delete`, once they are handled)."""
         messages = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10,
                                             WaitTimeSeconds=wait_seconds).get("Messages", [])
-        if messages:
-            self.sqs.delete_message_batch(QueueUrl=self.url, Entries=[
-                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages)])
         bodies = []
         for message in messages:
             try:
@@ -67,7 +70,12 @@ class NotificationQueue:
                 bodies.append(json.loads(envelope["Message"]) if "Message" in envelope else envelope)
             except (ValueError, KeyError, TypeError):
                 log.warning("ignored a message that is not a SageMaker notification: %.200s", message["Body"])
-        return bodies
+        return bodies, [m["ReceiptHandle"] for m in messages]
+
+    def delete(self, handles: list[str]) -> None:
+        if handles:
+            self.sqs.delete_message_batch(QueueUrl=self.url, Entries=[
+                {"Id": str(n), "ReceiptHandle": h} for n, h in enumerate(handles)])
 
     def close(self) -> None:
         for arn in self.subscriptions:
@@ -89,12 +97,21 @@ def outcome_of(message: dict, paths: RunPaths) -> Outcome | None:
     if key is None:
         return None
     response = message.get("responseParameters", {})
+    sent = _epoch(message.get("eventTime"))
     if message.get("invocationStatus") == "Completed":
         body = message.get("responseBody")
         content = base64.b64decode(body["content"]) if body and body.get("encoding") == "BASE64" else None
-        return Outcome(key, True, response.get("outputLocation"), response.get("contentType"), content)
+        return Outcome(key, True, response.get("outputLocation"), response.get("contentType"), content,
+                       event_time=sent)
     return Outcome(key, False, response.get("failureLocation"), response.get("contentType"),
-                   reason=message.get("failureReason") or "failed")
+                   reason=message.get("failureReason") or "failed", event_time=sent)
+
+
+def _epoch(text: str | None) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() if text else None
+    except ValueError:
+        return None
 
 
 class Collector:
@@ -105,11 +122,12 @@ class Collector:
     prefixes, at most every ``list_every`` seconds (and always, without notifications).
     """
 
-    def __init__(self, s3, paths: RunPaths, notifications: NotificationQueue | None, *,
+    def __init__(self, s3, paths: RunPaths, notifications: NotificationQueue | None, outcomes: queue.Queue, *,
                  list_after: float = 10.0, list_every: float = 5.0, wait_seconds: int = 1):
         self.s3, self.paths, self.notifications = s3, paths, notifications
         self.list_after, self.list_every, self.wait_seconds = list_after, list_every, wait_seconds
-        self.outcomes: queue.Queue[Outcome] = queue.Queue()
+        self.outcomes = outcomes
+        self._wake = threading.Event()
         self.waiting: dict[str, float] = {}
         self._reported: set[str] = set()
         self._lock = threading.Lock()
@@ -125,6 +143,7 @@ class Collector:
         with self._lock:
             self.waiting[part_key] = time.monotonic()
             self._reported.discard(part_key)
+        self._wake.set()
 
     def forget(self, part_key: str) -> bool:
         """Stop waiting for a part; False if its outcome came first."""
@@ -133,6 +152,7 @@ class Collector:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=self.wait_seconds + 30)
         if self.notifications is not None:
             self.notifications.close()
@@ -149,11 +169,17 @@ class Collector:
         last_list = time.monotonic()
         try:
             while not self._stop.is_set():
+                if not self.waiting:  # idle: no long poll to sit out when the run ends
+                    self._wake.wait(0.5)
+                    self._wake.clear()
+                    continue
                 if self.notifications is not None:
-                    for message in self.notifications.receive(self.wait_seconds):
+                    messages, handles = self.notifications.receive(self.wait_seconds)
+                    for message in messages:
                         outcome = outcome_of(message, self.paths)
                         if outcome is not None:
                             self._report(outcome)
+                    self.notifications.delete(handles)  # after reporting: the engine need not wait for it
                 else:
                     self._stop.wait(min(self.list_every, 1.0))
                 now = time.monotonic()

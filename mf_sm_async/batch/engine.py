@@ -13,6 +13,7 @@ import collections
 import concurrent.futures as cf
 import logging
 import queue
+import statistics
 import threading
 import time
 
@@ -30,7 +31,6 @@ from .run import Journal, RunPaths, check_run_id, list_keys, new_run_id, read_js
 from .watcher import InstanceWatcher
 
 log = logging.getLogger(__name__)
-WAVE_SECONDS = 0.05
 
 
 def predict(endpoint, frame: pd.DataFrame, spec) -> BatchResult:
@@ -57,6 +57,8 @@ class _Run:
         self._deadline_check = 0.0
         self.payloads_sent = self.reused = self.bytes_sent = self.retries = 0
         self._lock = threading.Lock()
+        self.events: queue.Queue = queue.Queue()
+        self._latencies: list[float] = []  # notification sent -> result decoded, per part
 
     # the loop ------------------------------------------------------------------------------------
     def run(self) -> BatchResult:
@@ -67,37 +69,44 @@ class _Run:
         watcher = InstanceWatcher(self.ep).start()
         # the emulator notifies at once; on AWS a notification can lag by seconds before we list for it
         list_after = 3.0 if self.io.target == "local" else 10.0
-        collector = Collector(self.s3, self.paths, self._notification_queue(), list_after=list_after).start()
-        stage_pool = cf.ThreadPoolExecutor(self.spec.upload_threads, thread_name_prefix="mf-sm-async-stage")
-        fetch_pool = cf.ThreadPoolExecutor(self.spec.download_threads, thread_name_prefix="mf-sm-async-fetch")
+        collector = Collector(self.s3, self.paths, self._notification_queue(), self.events,
+                              list_after=list_after).start()
+        pools = (cf.ThreadPoolExecutor(self.spec.upload_threads, thread_name_prefix="mf-sm-async-stage"),
+                 cf.ThreadPoolExecutor(16, thread_name_prefix="mf-sm-async-invoke"),
+                 cf.ThreadPoolExecutor(self.spec.download_threads, thread_name_prefix="mf-sm-async-fetch"))
         try:
             pending = collections.deque(self._resume(parts, collector, progress) if self.spec.resume else parts)
             if pending or collector.waiting:
                 watcher.wake()
-            self._loop(pending, collector, stage_pool, fetch_pool, progress, watcher)
+            self._loop(pending, collector, pools, progress, watcher)
         finally:
-            stage_pool.shutdown(cancel_futures=True)
-            fetch_pool.shutdown(cancel_futures=True)
+            for pool in pools:
+                pool.shutdown(cancel_futures=True)
             collector.stop()
             watcher.stop()
         seconds = time.monotonic() - started
         result = self._assemble(RunMetrics(
             run_id=self.paths.run_id, rows=len(self.frame), rows_failed=0, payloads=self.payloads_sent,
             payloads_reused=self.reused, bytes_sent=self.bytes_sent, seconds=seconds, retries=self.retries,
-            max_instances_seen=watcher.max_instances, instance_seconds=watcher.instance_seconds))
+            max_instances_seen=watcher.max_instances, instance_seconds=watcher.instance_seconds,
+            median_latency_seconds=_median([t for t in self._latencies if t is not None])))
         progress.update(rows_failed=result.metrics.rows_failed, rows_done=len(self.frame) - result.metrics.rows_failed,
                         in_flight=0, backlog=0)
         progress.finish()
         self._finish(result)
         return result
 
-    def _loop(self, pending, collector, stage_pool, fetch_pool, progress, watcher) -> None:
-        staging: set[cf.Future] = set()
-        ready: collections.deque[Staged] = collections.deque()
-        fetching: dict[cf.Future, Outcome] = {}
+    def _loop(self, pending, collector, pools, progress, watcher) -> None:
+        """Everything the helpers finish comes back on ``self.events``: staged payloads, outcomes (from the
+        collector) and fetched results; the loop reacts to each as it comes."""
+        stage_pool, invoke_pool, fetch_pool = pools
         outstanding = len(self.resumed)               # from staging until its outcome is handled
-        invoked: dict[str, object] = {p.key: p for p in self.payloads.parts}
-        invoked.update(self.resumed)
+        parts: dict[str, object] = {p.key: p for p in self.payloads.parts}
+        parts.update(self.resumed)
+
+        def put_back(kind, *items):
+            return lambda future: self.events.put((kind, *items, future))
+
         while pending or outstanding:
             if collector.error is not None:
                 raise InvocationError(f"collecting results failed: {collector.error}") from collector.error
@@ -107,53 +116,63 @@ class _Run:
                 outstanding -= 1
             while pending and outstanding < self.spec.max_in_flight:
                 part = pending.popleft()
-                invoked[part.key] = part
-                staging.add(stage_pool.submit(self.payloads.stage, self.s3, self.paths, part))
+                parts[part.key] = part
+                stage_pool.submit(self.payloads.stage, self.s3, self.paths, part).add_done_callback(put_back("staged"))
                 outstanding += 1
-            for future in [f for f in staging if f.done()]:
-                staging.discard(future)
-                ready.append(future.result())  # a staging error (unreadable file, S3 refused) ends the run
-            if ready:
-                wave = list(ready)
-                ready.clear()
-                self._invoke_wave(wave, collector)
-                progress.add(uploaded=len(wave))
+            events = []
             try:
-                outcome = collector.outcomes.get(timeout=WAVE_SECONDS)
-                fetching[fetch_pool.submit(self._fetch, outcome, invoked[outcome.part_key])] = outcome
+                events.append(self.events.get(timeout=0.5))
                 while True:
-                    outcome = collector.outcomes.get_nowait()
-                    fetching[fetch_pool.submit(self._fetch, outcome, invoked[outcome.part_key])] = outcome
+                    events.append(self.events.get_nowait())
             except queue.Empty:
                 pass
-            for future in [f for f in fetching if f.done()]:
-                outcome = fetching.pop(future)
-                part = invoked[outcome.part_key]
-                outstanding -= 1
-                frame, error = future.result()
-                if frame is not None:
-                    self.results[part.start] = frame
-                    progress.add(done=1, rows_done=part.rows)
-                elif self.payloads.splittable and part.rows > 1 and self.spec.on_error == "collect":
-                    halves = self.payloads.split(part)
-                    log.info("payload %s (%d rows) failed: retrying it in %d pieces", part.key, part.rows, len(halves))
-                    # pieces an earlier attempt of this run sent come through the collector, not again
-                    pending.extendleft(reversed([h for h in halves if h.key not in self.resumed]))
-                else:
-                    self.failed.append((part, outcome, error))
-                    progress.add(failed=1, rows_failed=part.rows)
-                    if self.spec.on_error == "raise":
-                        raise InvocationError(f"payload {self.paths.inference_id(part.key)} failed: {error}")
+            staged = [e for e in events if isinstance(e, tuple) and e[0] == "staged"]
+            wave = [e[1].result() for e in staged]  # a staging error (unreadable file, S3 refused) ends the run
+            if wave:
+                # Recorded, then sent, before anything else runs here (a progress callback included): the
+                # window in which a crash leaves parts recorded but perhaps not sent stays a few ms wide.
+                self._record_wave(wave, collector)
+                sends = [invoke_pool.submit(self._invoke, staged) for staged in wave]
+                for staged, send in zip(wave, sends):
+                    if send.exception() is not None and collector.forget(staged.part.key):
+                        outstanding -= 1  # not sent: a failure of its rows, with the reason
+                        self._failed(staged.part, Outcome(staged.part.key, False, None),
+                                     f"not sent: {send.exception()}", progress)
+                progress.add(uploaded=len(wave))
+            for event in events:
+                if isinstance(event, Outcome):
+                    fetch_pool.submit(self._fetch, event, parts[event.part_key]).add_done_callback(
+                        put_back("fetched", event))
+                elif event[0] == "fetched":
+                    outcome, (frame, error) = event[1], event[2].result()
+                    part = parts[outcome.part_key]
+                    outstanding -= 1
+                    if frame is not None:
+                        self.results[part.start] = frame
+                        self._latencies.append(outcome.latency())
+                        progress.add(done=1, rows_done=part.rows)
+                    elif self.payloads.splittable and part.rows > 1 and self.spec.on_error == "collect":
+                        halves = self.payloads.split(part)
+                        log.info("payload %s (%d rows) failed: retrying it in %d pieces", part.key, part.rows,
+                                 len(halves))
+                        # pieces an earlier attempt of this run sent come through the collector, not again
+                        pending.extendleft(reversed([h for h in halves if h.key not in self.resumed]))
+                    else:
+                        self._failed(part, outcome, error, progress)
             progress.update(in_flight=len(collector.waiting), backlog=len(collector.waiting),
                             instances=watcher.instances)
 
-    def _invoke_wave(self, wave: list[Staged], collector: Collector) -> None:
+    def _failed(self, part, outcome: Outcome, error: str, progress: Progress) -> None:
+        self.failed.append((part, outcome, error))
+        progress.add(failed=1, rows_failed=part.rows)
+        if self.spec.on_error == "raise":
+            raise InvocationError(f"payload {self.paths.inference_id(part.key)} failed: {error}")
+
+    def _record_wave(self, wave: list[Staged], collector: Collector) -> None:
         deadline = time.time() + self.spec.request_ttl_seconds + self.spec.invocation_timeout_seconds + 60
         self.journal.record([s.part.key for s in wave], deadline)  # before sending: see Journal
         for staged in wave:
             collector.expect(staged.part.key)
-        with cf.ThreadPoolExecutor(min(len(wave), 16)) as pool:
-            list(pool.map(self._invoke, wave))
 
     def _invoke(self, staged: Staged) -> None:
         spec = self.spec
@@ -312,3 +331,7 @@ def _part_for_key(key: str, top: dict, split) -> object | None:
         pieces = {p.key: p for p in split(part)}
         part = pieces.get(f"{part.key}.{step}")
     return part
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None

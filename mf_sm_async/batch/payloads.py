@@ -54,7 +54,7 @@ class FramePayloads:
         if len(body) <= INLINE_LIMIT:
             return Staged(part, body, None, len(body))
         key = paths.input_key(part.key, self.extension)
-        s3.upload_fileobj(io.BytesIO(body), paths.bucket, key, Config=_TRANSFER)
+        _put(s3, paths.bucket, key, body)
         return Staged(part, None, f"s3://{paths.bucket}/{key}", len(body))
 
     def decode(self, body: bytes, content_type: str | None, part: Part) -> pd.DataFrame:
@@ -88,7 +88,7 @@ class ColumnPayloads:
             if len(body) <= INLINE_LIMIT:
                 return Staged(part, body, None, len(body))
             key = paths.input_key(part.key, "")
-            s3.upload_fileobj(io.BytesIO(body), paths.bucket, key, Config=_TRANSFER)
+            _put(s3, paths.bucket, key, body)
             return Staged(part, None, f"s3://{paths.bucket}/{key}", len(body))
         text = str(value)
         if text.startswith("s3://"):
@@ -109,6 +109,14 @@ class ColumnPayloads:
 
     def split(self, part: Part) -> list[Part]:
         return [part]
+
+
+def _put(s3, bucket: str, key: str, body: bytes) -> None:
+    """One PutObject below the multipart threshold (a transfer manager per call costs more than it saves)."""
+    if len(body) < _TRANSFER.multipart_threshold:
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    else:
+        s3.upload_fileobj(io.BytesIO(body), bucket, key, Config=_TRANSFER)
 
 
 def _check_value(column, label, value) -> None:

@@ -19,6 +19,7 @@ class RunMetrics:
     retries: int                  # throttling / slow-down retries botocore made on our requests
     max_instances_seen: int
     instance_seconds: float       # what the endpoint's instances spent during the run: what AWS bills
+    median_latency_seconds: float | None = None  # endpoint's notification -> result decoded here
 
     @property
     def rows_per_second(self) -> float:
