@@ -21,15 +21,16 @@ from botocore.exceptions import ClientError
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL_SECONDS = 120.0
+TTL_ENV = "MF_SM_ASYNC_LEASE_TTL_SECONDS"  # tests shorten it; a holder renews every third of it
 LEASE_FOLDER = "leases"  # <endpoint prefix>/leases/<holder>.json; the emulator reads it too
 
 
 class Lease:
-    def __init__(self, s3, bucket: str, prefix: str, *, ttl_seconds: float = DEFAULT_TTL_SECONDS, clock=time.time):
+    def __init__(self, s3, bucket: str, prefix: str, *, ttl_seconds: float | None = None, clock=time.time):
         self._s3 = s3
         self.bucket = bucket
         self.folder = f"{prefix}/{LEASE_FOLDER}/"
-        self.ttl_seconds = ttl_seconds
+        self.ttl_seconds = ttl_seconds or float(os.environ.get(TTL_ENV) or DEFAULT_TTL_SECONDS)
         self._clock = clock
         self.holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()

@@ -1,0 +1,132 @@
+"""Flows as a user runs them (``python flow.py run``, the Runner, ``--with``), on the emulator, in
+temporary Metaflow home / datastore / card directories; artifacts read back with the Metaflow client."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mf_sm_async.local import daemon
+
+ROOT = Path(__file__).resolve().parents[2]
+FLOWS = Path(__file__).parent / "flows"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("mf")
+    values = {**os.environ, "USERNAME": "tester", "METAFLOW_HOME": str(home / "metaflow"),
+              "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(home / "datastore"),
+              "METAFLOW_CARD_LOCALROOT": str(home / "cards"), "MF_SM_ASYNC_HOME": str(home / "mf-sm-async"),
+              "MF_SM_ASYNC_TIME_SCALE": "60", "MF_SM_ASYNC_LEASE_TTL_SECONDS": "15"}
+    values.pop("MF_SM_ASYNC_TARGET", None)
+    yield values
+    daemon.stop(home / "mf-sm-async" / "local")
+
+
+def run_flow(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def artifacts(env: dict, tmp_path: Path, flow: str, step: str, names: list[str], run_id: str | None = None) -> dict:
+    """Artifacts of a step's task, read with the Metaflow client in a process of its own (the client reads
+    its datastore location from the environment at import)."""
+    out = tmp_path / "artifacts.pickle"
+    script = textwrap.dedent(f"""
+        import pickle
+        from metaflow import Flow, Run, namespace
+        namespace(None)
+        run = Run("{flow}/{run_id}") if {run_id!r} else Flow("{flow}").latest_run
+        task = run["{step}"].task
+        data = {{name: getattr(task.data, name) for name in {names!r}}}
+        data["_run_id"], data["_successful"] = run.id, run.successful
+        pickle.dump(data, open({str(out)!r}, "wb"))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return pickle.loads(out.read_bytes())
+
+
+def card_text(html: str) -> str:
+    """The components of a rendered card, as JSON text (the HTML carries them base64-encoded)."""
+    import base64
+    import re
+
+    return "".join(base64.b64decode(m).decode() for m in re.findall(r'__MF_DATA__\["[^"]+"\] = "([^"]+)"', html))
+
+
+def endpoints(env: dict) -> list[dict]:
+    import boto3
+
+    url = daemon.status(Path(env["MF_SM_ASYNC_HOME"]) / "local")["url"]
+    sm = boto3.client("sagemaker", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    return [sm.describe_endpoint(EndpointName=e["EndpointName"]) for e in sm.list_endpoints()["Endpoints"]]
+
+
+def test_the_digits_flow_scores_and_reports_accuracy(env, tmp_path):
+    done = run_flow(env, "flows/digits_flow.py", "run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "accuracy 0.95" in done.stdout + done.stderr
+    data = artifacts(env, tmp_path, "DigitsFlow", "end", ["features", "predictions", "predictions_metrics",
+                                                           "predictions_failures", "labels", "accuracy"])
+    assert data["predictions"].index.equals(data["features"].index)
+    assert data["accuracy"] > 0.9 and data["predictions_failures"].empty
+    assert data["predictions_metrics"]["rows"] == len(data["features"]) == 450
+    # teardown="zero": the endpoint stays, at zero instances
+    [endpoint] = endpoints(env)
+    assert endpoint["ProductionVariants"][0]["DesiredInstanceCount"] == 0
+    cards = run_flow(env, "flows/digits_flow.py", "card", "get", f"{data['_run_id']}/score", "--id",
+                     "async_inference", str(tmp_path / "card.html"))
+    assert cards.returncode == 0, cards.stderr
+    card = card_text((tmp_path / "card.html").read_text())
+    assert "**finished**: 450 of 450 rows done, 0 failed" in card and '"max": 450, "value": 450' in card
+
+
+def test_failing_rows_are_listed_and_the_run_still_succeeds(env, tmp_path):
+    done = run_flow(env, str(FLOWS / "rowsum_flow.py"), "run", "--rows", "100", "--poison", "7,42")
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = artifacts(env, tmp_path, "RowSumFlow", "score", ["features", "predictions", "predictions_failures",
+                                                            "predictions_metrics", "endpoint_seen"])
+    assert list(data["predictions_failures"].index) == ["r7", "r42"]
+    good = data["features"].drop(index=["r7", "r42"])
+    np.testing.assert_allclose(data["predictions"].loc[good.index, "prediction"], good.to_numpy().sum(axis=1))
+    assert data["predictions_metrics"]["rows_failed"] == 2 and data["endpoint_seen"].startswith("mfsa-")
+
+
+def test_a_bad_decorator_argument_fails_at_start_naming_it(env, tmp_path):
+    flow = tmp_path / "bad_flow.py"
+    flow.write_text((FLOWS / "rowsum_flow.py").read_text().replace("max_in_flight=4", "max_in_flight=0")
+                    .replace("os.path.dirname(__file__)", repr(str(FLOWS))))
+    done = run_flow(env, str(flow), "run")
+    assert done.returncode != 0
+    assert "max_in_flight" in done.stderr and "an integer from 1" in done.stderr
+    assert "Task is starting" not in done.stderr + done.stdout  # no step ran
+
+
+def test_with_on_a_flow_that_does_not_import_us_and_the_runner_api(env, tmp_path):
+    model = str(ROOT / "tests" / "conformance" / "models" / "rowsum")
+    decorator = f"mf_sm_async.metaflow_ext.decorator.async_inference:model={model},rows_per_payload=2"
+    # The Runner in a process of its own, as a notebook would use it (Metaflow reads its configuration
+    # from the environment once, at import).
+    script = textwrap.dedent(f"""
+        from metaflow import Runner
+        with Runner({str(FLOWS / "plain_flow.py")!r}, show_output=False).run(decospecs=[{decorator!r}]) as running:
+            print(running.status, running.run.id)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    status, run_id = done.stdout.split()[-2:]
+    assert status == "successful"
+    data = artifacts(env, tmp_path, "PlainFlow", "score", ["predictions"], run_id=run_id)
+    assert data["predictions"]["prediction"].tolist() == [11.0, 22.0, 33.0]
