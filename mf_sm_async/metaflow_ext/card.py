@@ -3,7 +3,13 @@ from the run's progress events (see :mod:`mf_sm_async.progress`)."""
 
 from __future__ import annotations
 
+import time
+
 CARD_ID = "async_inference"
+# A plain refresh only sends a data update (what the card server's live view reads); the card's HTML, which
+# `python flow.py card get` and the Metaflow UI show, is re-rendered when forced. Forcing starts a card
+# process, so at most this often.
+RENDER_EVERY_SECONDS = 3.0
 
 
 class CardSink:
@@ -22,7 +28,8 @@ class CardSink:
         self.card.append(Markdown(f"## {title}"))
         self.card.append(self.bar)
         self.card.append(self.line)
-        self.card.refresh()
+        self._rendered = time.monotonic()
+        self.card.refresh(force=True)
 
     def __call__(self, event) -> None:
         if self.card is None:
@@ -39,4 +46,7 @@ class CardSink:
             f"{event.elapsed_seconds:.1f}s")
         if event.kind == "finished":
             self.card.append(Markdown(f"finished in {event.elapsed_seconds:.1f}s"))
-        self.card.refresh()
+        force = event.kind == "finished" or time.monotonic() - self._rendered >= RENDER_EVERY_SECONDS
+        if force:
+            self._rendered = time.monotonic()
+        self.card.refresh(force=force)

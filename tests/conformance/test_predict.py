@@ -114,6 +114,7 @@ def test_throttling_and_s3_slowdowns_are_retried(endpoint):
     fault("s3_slowdown", 3, method="PUT")
     df = frame(2_000, columns=40, seed=4)
     result = endpoint.predict(df, rows_per_payload=500, progress=False)  # 500 x 40 floats: uploaded to S3
+    assert result.failures.empty, result.failures.to_dict("records")
     np.testing.assert_array_equal(result.predictions["prediction"].to_numpy(), row_sums(df))
     assert result.metrics.retries >= 3
 

@@ -3,7 +3,6 @@ temporary Metaflow home / datastore / card directories; artifacts read back with
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import subprocess
@@ -67,8 +66,10 @@ def card_text(html: str) -> str:
 def endpoints(env: dict) -> list[dict]:
     import boto3
 
-    url = daemon.status(Path(env["MF_SM_ASYNC_HOME"]) / "local")["url"]
-    sm = boto3.client("sagemaker", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+    state = daemon.status(Path(env["MF_SM_ASYNC_HOME"]) / "local")
+    if state is None:
+        return []  # the flow has not started the emulator yet
+    sm = boto3.client("sagemaker", endpoint_url=state["url"], region_name="us-east-1", aws_access_key_id="testing",
                       aws_secret_access_key="testing")
     return [sm.describe_endpoint(EndpointName=e["EndpointName"]) for e in sm.list_endpoints()["Endpoints"]]
 
@@ -130,3 +131,97 @@ def test_with_on_a_flow_that_does_not_import_us_and_the_runner_api(env, tmp_path
     assert status == "successful"
     data = artifacts(env, tmp_path, "PlainFlow", "score", ["predictions"], run_id=run_id)
     assert data["predictions"]["prediction"].tolist() == [11.0, 22.0, 33.0]
+
+
+def model_servers(env: dict) -> list[str]:
+    """Command lines of this test's model-server processes (their model dir is under its emulator home)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "mf_sm_async.local.model_server" in cmdline and env["MF_SM_ASYNC_HOME"] in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout:.0f}s: {what}")
+
+
+def scoring_started(env: dict) -> bool:
+    return any(e["ProductionVariants"][0].get("CurrentInstanceCount", 0) > 0 for e in endpoints(env)) \
+        and bool(model_servers(env))
+
+
+def at_zero(env: dict) -> bool:
+    return all(e["ProductionVariants"][0].get("DesiredInstanceCount", 0) == 0 for e in endpoints(env)) \
+        and not model_servers(env)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c to the process group", "sigterm to the runtime alone"])
+def test_an_interrupted_run_leaves_the_endpoint_at_zero(env, how):
+    import signal
+    import time
+
+    flow = subprocess.Popen([sys.executable, str(FLOWS / "rowsum_flow.py"), "run", "--rows", "400", "--slow", "5"],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_until(lambda: scoring_started(env), 120, "the score step deployed and started scoring")
+        time.sleep(2)  # mid-scoring: 400 rows with every 5th taking 2 s need about 40 s
+        if how.startswith("ctrl-c"):
+            os.killpg(flow.pid, signal.SIGINT)   # what a terminal's Ctrl-C does
+        else:
+            os.kill(flow.pid, signal.SIGTERM)    # the runtime alone: its tasks live on
+        wait_until(lambda: at_zero(env), 60, "the endpoint at zero instances and no model server left")
+    finally:
+        try:
+            os.killpg(flow.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        flow.wait()
+
+
+def test_the_card_shows_progress_while_scoring(env, tmp_path):
+    import re
+    import time
+
+    flow = subprocess.Popen([sys.executable, str(FLOWS / "rowsum_flow.py"), "run", "--rows", "400", "--slow", "8"],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 240
+        while flow.poll() is None and time.monotonic() < deadline:
+            pathspec = _running_score_task(env)
+            if pathspec:
+                got = run_flow(env, str(FLOWS / "rowsum_flow.py"), "card", "get", pathspec, "--id",
+                               "async_inference", str(tmp_path / "live.html"), timeout=60)
+                if got.returncode == 0:
+                    states = re.findall(r"\*\*(\w+)\*\*: ([\d,]+) of", card_text((tmp_path / "live.html").read_text()))
+                    if states and (not seen or seen[-1] != states[-1]):
+                        seen.append(states[-1])
+            time.sleep(0.5)
+        assert flow.wait(timeout=120) == 0, flow.stdout.read()[-3000:]
+    finally:
+        if flow.poll() is None:
+            os.killpg(flow.pid, 9)
+    intermediate = [s for s in seen if s[0] == "scoring" and s[1] not in ("0", "400")]
+    assert len(set(intermediate)) >= 3, seen
+
+
+def _running_score_task(env: dict) -> str | None:
+    """``<run id>/score/<task id>`` of the newest RowSumFlow run's score task, once it exists."""
+    root = Path(env["METAFLOW_DATASTORE_SYSROOT_LOCAL"]) / ".metaflow" / "RowSumFlow"
+    runs = sorted((p for p in root.glob("*") if p.name.isdigit()), key=lambda p: p.stat().st_mtime) if root.exists() else []
+    tasks = list((runs[-1] / "score").glob("*")) if runs else []
+    return f"{runs[-1].name}/score/{tasks[0].name}" if tasks else None
