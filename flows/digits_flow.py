@@ -7,7 +7,7 @@
 
 from metaflow import FlowSpec, Parameter, current, step
 
-from mf_sm_async.metaflow_ext.decorator import async_inference
+from mf_sm_async import async_inference
 
 
 class DigitsFlow(FlowSpec):

@@ -8,7 +8,8 @@ from .errors import (AsyncInferenceError, ConfigError, DeployError, InvocationEr
 
 __version__ = "0.1.0"
 
-__all__ = ["AsyncEndpoint", "AsyncInferenceError", "BatchResult", "ProgressEvent", "ConfigError", "DeployError", "InvocationError", "ModelError",
+__all__ = ["AsyncEndpoint", "AsyncInferenceError", "AsyncInferenceFlow", "BatchResult", "ProgressEvent",
+           "async_inference", "ConfigError", "DeployError", "InvocationError", "ModelError",
            "TargetError", "TimeoutError", "__version__"]
 
 
@@ -18,6 +19,14 @@ def __getattr__(name: str):
         from .endpoint import AsyncEndpoint
 
         return AsyncEndpoint
+    if name == "async_inference":  # imports metaflow: only when asked for
+        from .metaflow_ext.decorator import async_inference
+
+        return async_inference
+    if name == "AsyncInferenceFlow":
+        from .metaflow_ext.step_type import AsyncInferenceFlow
+
+        return AsyncInferenceFlow
     if name == "BatchResult":
         from .batch.result import BatchResult
 

@@ -167,22 +167,28 @@ def at_zero(env: dict) -> bool:
         and not model_servers(env)
 
 
-@pytest.mark.parametrize("how", ["ctrl-c to the process group", "sigterm to the runtime alone"])
+@pytest.mark.parametrize("how", ["ctrl-c to the process group", "sigterm to the runtime alone", "@timeout"])
 def test_an_interrupted_run_leaves_the_endpoint_at_zero(env, how):
     import signal
     import time
 
-    flow = subprocess.Popen([sys.executable, str(FLOWS / "rowsum_flow.py"), "run", "--rows", "400", "--slow", "5"],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    extra = ["--with", "timeout:seconds=12"] if how == "@timeout" else []
+    flow = subprocess.Popen([sys.executable, str(FLOWS / "rowsum_flow.py"), "run", "--rows", "400", "--slow", "5",
+                             *extra], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
         wait_until(lambda: scoring_started(env), 120, "the score step deployed and started scoring")
         time.sleep(2)  # mid-scoring: 400 rows with every 5th taking 2 s need about 40 s
         if how.startswith("ctrl-c"):
             os.killpg(flow.pid, signal.SIGINT)   # what a terminal's Ctrl-C does
-        else:
+        elif how.startswith("sigterm"):
             os.kill(flow.pid, signal.SIGTERM)    # the runtime alone: its tasks live on
-        wait_until(lambda: at_zero(env), 60, "the endpoint at zero instances and no model server left")
+        else:
+            assert flow.wait(timeout=120) != 0   # the step's @timeout fired mid-scoring
+        # Ctrl-C and @timeout: the task's own teardown, well before its lease (15 s here) could expire;
+        # SIGTERM to the runtime: whichever comes first, the task's teardown or the lease's expiry.
+        wait_until(lambda: at_zero(env), 60 if how.startswith("sigterm") else 10,
+                   "the endpoint at zero instances and no model server left")
     finally:
         try:
             os.killpg(flow.pid, signal.SIGKILL)
@@ -225,3 +231,54 @@ def _running_score_task(env: dict) -> str | None:
     runs = sorted((p for p in root.glob("*") if p.name.isdigit()), key=lambda p: p.stat().st_mtime) if root.exists() else []
     tasks = list((runs[-1] / "score").glob("*")) if runs else []
     return f"{runs[-1].name}/score/{tasks[0].name}" if tasks else None
+
+
+def received(env: dict) -> dict[str, int]:
+    """Requests the emulator received, per inference id, over all endpoints."""
+    import json
+    import urllib.request
+
+    state = daemon.status(Path(env["MF_SM_ASYNC_HOME"]) / "local")
+    if state is None:
+        return {}
+    with urllib.request.urlopen(f"{state['url']}/_mf_sm_async/counts") as response:
+        counts = json.load(response)
+    return {k: v for endpoint in counts.values() for k, v in endpoint.get("received_per_inference_id", {}).items()}
+
+
+def score_task_pids(env: dict) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"step" in cmdline and b"score" in cmdline and env["MF_SM_ASYNC_HOME"].encode() in environ:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.parametrize("recovery", ["resume", "retry"])
+def test_a_score_task_killed_mid_scoring_is_recovered_without_sending_any_part_twice(env, tmp_path, recovery):
+    import signal
+
+    before = received(env)
+    args = ["run", "--rows", "400", "--slow", "5"] + (["--with", "retry:times=1,minutes_between_retries=0"]
+                                                     if recovery == "retry" else [])
+    flow = subprocess.Popen([sys.executable, str(FLOWS / "rowsum_flow.py"), *args], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_until(lambda: len(received(env)) - len(before) >= 8, 180, "some parts sent")
+    for pid in score_task_pids(env):
+        os.kill(pid, signal.SIGKILL)                 # the task dies with parts in flight, no teardown
+    output = flow.communicate(timeout=300)[0]
+    if recovery == "resume":
+        assert flow.returncode != 0, output[-2000:]
+        done = run_flow(env, str(FLOWS / "rowsum_flow.py"), "resume")
+        assert done.returncode == 0, done.stderr[-3000:]
+    else:
+        assert flow.returncode == 0, output[-3000:]      # the retry finished the step
+    sent = {k: v for k, v in received(env).items() if k not in before}
+    assert len(sent) == 40 and set(sent.values()) == {1}, sent  # 400 rows / 10 per payload, each sent once
+    data = artifacts(env, tmp_path, "RowSumFlow", "score", ["features", "predictions"])
+    np.testing.assert_allclose(data["predictions"]["prediction"], data["features"].to_numpy().sum(axis=1))

@@ -8,7 +8,7 @@ import os
 
 from metaflow import FlowSpec, Parameter, current, step
 
-from mf_sm_async.metaflow_ext.decorator import async_inference
+from mf_sm_async import async_inference
 
 MODEL = os.path.join(os.path.dirname(__file__), "..", "..", "conformance", "models", "rowsum")
 
