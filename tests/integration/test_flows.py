@@ -282,3 +282,50 @@ def test_a_score_task_killed_mid_scoring_is_recovered_without_sending_any_part_t
     assert len(sent) == 40 and set(sent.values()) == {1}, sent  # 400 rows / 10 per payload, each sent once
     data = artifacts(env, tmp_path, "RowSumFlow", "score", ["features", "predictions"])
     np.testing.assert_allclose(data["predictions"]["prediction"], data["features"].to_numpy().sum(axis=1))
+
+
+def shard_tasks(env: dict, tmp_path: Path, flow: str) -> list[dict]:
+    out = tmp_path / "shards.pickle"
+    script = textwrap.dedent(f"""
+        import pickle
+        from metaflow import Flow, namespace
+        namespace(None)
+        tasks = Flow("{flow}").latest_run["score_shard"].tasks()
+        pickle.dump([{{"index": t.index, "loaded": t.data.shard_artifacts_loaded}} for t in tasks],
+                    open({str(out)!r}, "wb"))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return pickle.loads(out.read_bytes())
+
+
+def test_the_step_type_scores_shards_in_a_foreach_and_gathers_them(env, tmp_path):
+    done = run_flow(env, "flows/fanout_flow.py", "run", "--rows", "20000")
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = artifacts(env, tmp_path, "FanoutFlow", "end", ["features", "predictions", "predictions_metrics",
+                                                           "accuracy"])
+    assert data["predictions"].index.equals(data["features"].index)
+    assert data["accuracy"] > 0.95 and data["predictions_metrics"]["shards"] == 4
+    assert data["predictions_metrics"]["rows"] == 20000 and data["predictions_metrics"]["rows_failed"] == 0
+    shards = shard_tasks(env, tmp_path, "FanoutFlow")
+    assert len(shards) == 4
+    for shard in shards:  # each task loaded its own shard (and the shard results it made), not the input
+        assert [a for a in shard["loaded"] if a.startswith("shard_") and a[6:].isdigit()] == [f"shard_{shard['index']}"]
+        assert "features" not in shard["loaded"]
+
+
+def test_a_failing_shard_fails_the_run_and_the_exit_hook_tears_down(env, tmp_path):
+    done = run_flow(env, str(FLOWS / "fanout_rowsum_flow.py"), "run", "--poison", "150")
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "poison row" in output and "scaled to zero after the failure" in output
+    wait_until(lambda: at_zero(env), 30, "the endpoint at zero after the exit hook")
+
+
+def test_a_bad_step_type_setting_stops_the_run_before_any_step(env, tmp_path):
+    flow = tmp_path / "bad_fanout.py"
+    flow.write_text((FLOWS / "fanout_rowsum_flow.py").read_text().replace('"shards": 3', '"shards": 0')
+                    .replace("os.path.dirname(__file__)", repr(str(FLOWS))))
+    done = run_flow(env, str(flow), "run")
+    assert done.returncode != 0 and "inference['shards']=0 is invalid" in done.stderr
+    assert "Task is starting" not in done.stdout + done.stderr
