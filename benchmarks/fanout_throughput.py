@@ -220,8 +220,9 @@ class SideQueue:
         self.sqs.delete_queue(QueueUrl=self.url)
 
 
-def engine_latency(ep, side: SideQueue, df: pd.DataFrame, **options) -> tuple[list[float], list[float], float]:
-    """(upper bounds, lower bounds) of each part's latency, and last output written -> predict() returned."""
+def engine_latency(ep, side: SideQueue, df: pd.DataFrame, **options) -> tuple[list[float], list[float], float, float]:
+    """(upper bounds, lower bounds) of each part's latency, last output written -> predict() returned, and
+    the engine's own median (each part's notification eventTime -> its rows decoded, in metrics)."""
     side.drain()
     events: list[tuple[float, int]] = []
 
@@ -240,7 +241,7 @@ def engine_latency(ep, side: SideQueue, df: pd.DataFrame, **options) -> tuple[li
             lowers.append(max(0.0, previous_time - written[k]))
         previous_time, previous_done = when, max(previous_done, done)
     assert len(uppers) == len(written) == result.metrics.payloads, (len(uppers), len(written))
-    return uppers, lowers, returned - written[-1]
+    return uppers, lowers, returned - written[-1], result.metrics.median_latency_seconds
 
 
 def invoke_async_latency(ep, side: SideQueue, df: pd.DataFrame, n: int) -> list[float]:
@@ -328,13 +329,15 @@ def main() -> None:
               + f" | {sum(spent.values()) * per:.2f} |")
     print("\nc. completion latency: output written (notification eventTime) -> decoded result held by the client\n")
     print("| path | parts | median | p90 | max | target |\n|---|---|---|---|---|---|")
-    for label, (uppers, lowers, tail) in (
+    for label, (uppers, lowers, tail, own) in (
             (f"ep.predict, burst ({len(burst[0])} parts of 1,000 rows, up to 64 in flight)", burst),
             (f"ep.predict, one part at a time ({len(single[0])} parts of 500 rows, max_in_flight=1)", single)):
         print(f"| {label}: upper bound | {len(uppers)} | {statistics.median(uppers):.3f} s "
               f"| {percentile(uppers, 0.9):.3f} s | {max(uppers):.3f} s | median <= 0.5 s |")
         print(f"| {label}: lower bound | {len(lowers)} | {statistics.median(lowers):.3f} s "
               f"| {percentile(lowers, 0.9):.3f} s | {max(lowers):.3f} s | |")
+        print(f"| {label}: the engine's own measure (metrics.median_latency_seconds) | {len(uppers)} | {own:.3f} s "
+              "| | | median <= 0.5 s |")
         print(f"| {label}: last output -> predict() returns | 1 | {tail:.3f} s | | | |")
     print(f"| ep.invoke_async(payload).result() (HeadObject polling, backoff to 1 s) | {len(polled)} "
           f"| {statistics.median(polled):.3f} s | {percentile(polled, 0.9):.3f} s | {max(polled):.3f} s | |")
