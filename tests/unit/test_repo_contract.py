@@ -13,7 +13,7 @@ def readme_commands() -> list[str]:
 
 def test_readme_opens_with_an_install_and_run_command_and_a_test_command():
     install_and_run, install_and_test = readme_commands()
-    assert install_and_run.startswith("pip install -e") and "mf-sm-async demo" in install_and_run
+    assert install_and_run.startswith("pip install -e") and "python flows/digits_flow.py run" in install_and_run
     assert install_and_test.startswith("pip install -e") and install_and_test.endswith("pytest")
 
 
