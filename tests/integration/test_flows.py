@@ -329,3 +329,9 @@ def test_a_bad_step_type_setting_stops_the_run_before_any_step(env, tmp_path):
     done = run_flow(env, str(flow), "run")
     assert done.returncode != 0 and "inference['shards']=0 is invalid" in done.stderr
     assert "Task is starting" not in done.stdout + done.stderr
+
+
+def test_an_exception_in_the_step_body_still_tears_down(env):
+    done = run_flow(env, str(FLOWS / "rowsum_flow.py"), "run", "--fail", "True")
+    assert done.returncode != 0 and "the step body failed on purpose" in done.stdout + done.stderr
+    wait_until(lambda: at_zero(env), 10, "the endpoint at zero right after the failed step")

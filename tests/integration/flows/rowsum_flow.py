@@ -17,6 +17,7 @@ class RowSumFlow(FlowSpec):
     rows = Parameter("rows", default=200)
     poison = Parameter("poison", default="", help="comma-separated row positions that fail")
     slow = Parameter("slow", default=0, help="every n-th row takes 2 s (0: none)")
+    fail = Parameter("fail", default=False, type=bool, help="the score step's body raises")
 
     @step
     def start(self):
@@ -36,6 +37,8 @@ class RowSumFlow(FlowSpec):
     @step
     def score(self):
         self.endpoint_seen = current.async_inference.name
+        if self.fail:
+            raise RuntimeError("the step body failed on purpose")
         self.next(self.end)
 
     @step
