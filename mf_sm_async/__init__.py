@@ -35,4 +35,8 @@ def __getattr__(name: str):
         from .progress import ProgressEvent
 
         return ProgressEvent
+    if name == "load_ipython_extension":  # `%load_ext mf_sm_async`
+        from .notebook import load_ipython_extension
+
+        return load_ipython_extension
     raise AttributeError(f"module 'mf_sm_async' has no attribute {name!r}")

@@ -99,9 +99,15 @@ class TqdmSink:
 
 def sink_for(progress) -> object | None:
     """The event consumer for ``predict(progress=...)``: a callable as given; ``True`` a tqdm bar;
-    ``"auto"`` a tqdm bar when stderr is a terminal or in a notebook; ``False``/``None`` nothing."""
+    ``"auto"`` the notebook widget panel (:mod:`mf_sm_async.notebook.widget`) in a running Jupyter kernel,
+    else a tqdm bar when stderr is a terminal or ipykernel is loaded; ``False``/``None`` nothing."""
     if callable(progress):
         return progress
+    if progress == "auto" and "ipykernel" in sys.modules:
+        from .notebook.widget import ProgressPanel, in_kernel
+
+        if in_kernel():
+            return ProgressPanel()
     if progress is True or (progress == "auto" and (sys.stderr.isatty() or "ipykernel" in sys.modules)):
         return TqdmSink()
     return None

@@ -35,7 +35,7 @@ def serving_pids(dep, count: int) -> set[int]:
 
 
 def test_creating_then_in_service_with_async_config_returned_intact(deploy, clients):
-    dep = deploy(wait=False, max_concurrent=7)
+    dep = deploy("slowload", wait=False, max_concurrent=7)
     first = clients.sagemaker.describe_endpoint(EndpointName=dep.name)
     assert first["EndpointStatus"] == "Creating"
     clients.sagemaker.get_waiter("endpoint_in_service").wait(EndpointName=dep.name, WaiterConfig={"Delay": 1})
