@@ -201,7 +201,7 @@ def test_the_card_shows_progress_while_scoring(env, tmp_path):
     import re
     import time
 
-    flow = subprocess.Popen([sys.executable, str(FLOWS / "rowsum_flow.py"), "run", "--rows", "400", "--slow", "8"],
+    flow = subprocess.Popen([sys.executable, str(FLOWS / "rowsum_flow.py"), "run", "--rows", "800", "--slow", "8"],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     seen: list[str] = []
@@ -221,7 +221,7 @@ def test_the_card_shows_progress_while_scoring(env, tmp_path):
     finally:
         if flow.poll() is None:
             os.killpg(flow.pid, 9)
-    intermediate = [s for s in seen if s[0] == "scoring" and s[1] not in ("0", "400")]
+    intermediate = [s for s in seen if s[0] == "scoring" and s[1] not in ("0", "800")]
     assert len(set(intermediate)) >= 3, seen
 
 
