@@ -24,7 +24,7 @@ from ..errors import InvocationError
 from .codecs import OutputShapeError
 from .completion import Collector, NotificationQueue, Outcome
 from .endpoint_io import EndpointIO
-from .payloads import ColumnPayloads, Staged, payloads_for
+from .payloads import Staged, payloads_for
 from ..progress import Progress, sink_for
 from .result import FAILURE_COLUMNS, BatchResult, RunMetrics
 from .run import Journal, RunPaths, check_run_id, list_keys, new_run_id, read_json, split_s3, write_json
@@ -203,9 +203,10 @@ class _Run:
                 bucket, key = split_s3(outcome.location or self.paths.output_uri(part.key))
                 answer = self.s3.get_object(Bucket=bucket, Key=key)
                 content_type = content_type or answer.get("ContentType")
-                if isinstance(self.payloads, ColumnPayloads) and answer["ContentLength"] > 16 * 2**20:
+                limit = self.payloads.fetch_limit
+                if limit is not None and answer["ContentLength"] > limit:
                     answer["Body"].close()
-                    return self.payloads.decode(b"", content_type, part, f"s3://{bucket}/{key}"), None
+                    return self.payloads.decode(None, content_type, part, f"s3://{bucket}/{key}"), None
                 body = answer["Body"].read()
             return self.payloads.decode(body, content_type, part), None
         except OutputShapeError as error:

@@ -24,7 +24,6 @@ from .run import RunPaths
 
 INLINE_LIMIT = 128_000
 _TRANSFER = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20, max_concurrency=4)
-LARGE_OUTPUT_BYTES = 16 * 2**20  # a per-row output above this stays in S3: the prediction is its URI
 
 
 @dataclass
@@ -40,6 +39,7 @@ class FramePayloads:
     """Rows of the frame, ``rows_per_payload`` (or a byte budget) to a payload, in one content type."""
 
     splittable = True
+    fetch_limit = None  # every part's rows are needed in the result
 
     def __init__(self, frame: pd.DataFrame, spec):
         self.frame = frame
@@ -57,7 +57,7 @@ class FramePayloads:
         _put(s3, paths.bucket, key, body)
         return Staged(part, None, f"s3://{paths.bucket}/{key}", len(body))
 
-    def decode(self, body: bytes, content_type: str | None, part: Part) -> pd.DataFrame:
+    def decode(self, body: bytes, content_type: str | None, part: Part, location: str | None = None) -> pd.DataFrame:
         return codecs.decode_output(body, content_type or self.accept, part.rows)
 
     def split(self, part: Part) -> list[Part]:
@@ -68,6 +68,7 @@ class ColumnPayloads:
     """One invocation per row, the payload being the row's value in ``column``."""
 
     splittable = False
+    fetch_limit = 16 * 2**20  # a bigger output stays in S3: the prediction is its URI
 
     def __init__(self, frame: pd.DataFrame, spec):
         column = spec.payload_column
@@ -100,11 +101,10 @@ class ColumnPayloads:
         s3.upload_file(text, paths.bucket, key, Config=_TRANSFER)
         return Staged(part, None, f"s3://{paths.bucket}/{key}", size)
 
-    def decode(self, body: bytes, content_type: str | None, part: Part, location: str | None = None):
-        if location is not None and len(body) > LARGE_OUTPUT_BYTES:
-            value = location
-        else:
-            value = codecs.decode_single(body, content_type or "application/octet-stream")
+    def decode(self, body: bytes | None, content_type: str | None, part: Part, location: str | None = None):
+        """The row's prediction: the decoded output, or its ``location`` when it was too big to fetch
+        (``body`` None)."""
+        value = location if body is None else codecs.decode_single(body, content_type or "application/octet-stream")
         return pd.DataFrame({"prediction": [value]})
 
     def split(self, part: Part) -> list[Part]:

@@ -249,3 +249,15 @@ def test_the_predict_command_scores_a_parquet_file(endpoint, tmp_path):
                           "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out.parquet"),
                           "--rows-per-payload", "0"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "rows_per_payload=0" in bad.stderr
+
+
+def test_a_per_row_output_over_16_mib_stays_in_s3_and_the_prediction_is_its_uri(behaviours, tmp_path):
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"op": "echo", "value": "z" * (17 * 2**20)}))
+    df = pd.DataFrame({"payload": [str(big), json.dumps({"op": "echo", "value": "small"}).encode()]})
+    result = behaviours.predict(df, payload_column="payload", content_type="application/json", progress=False)
+    uri, small = result.predictions["prediction"].tolist()
+    assert small["echo"] == "small"
+    assert isinstance(uri, str) and uri.startswith("s3://")
+    bucket, key = uri[5:].split("/", 1)
+    assert len(json.loads(aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())["echo"]) == 17 * 2**20
