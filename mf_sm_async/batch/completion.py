@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
-from .run import RunPaths, split_s3
+from .run import RunPaths, list_keys, split_s3
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,6 @@ class Collector:
         self.outcomes = outcomes
         self._wake = threading.Event()
         self.waiting: dict[str, float] = {}
-        self._reported: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mf-sm-async-collector", daemon=True)
@@ -142,7 +141,6 @@ class Collector:
     def expect(self, part_key: str) -> None:
         with self._lock:
             self.waiting[part_key] = time.monotonic()
-            self._reported.discard(part_key)
         self._wake.set()
 
     def forget(self, part_key: str) -> bool:
@@ -159,10 +157,8 @@ class Collector:
 
     def _report(self, outcome: Outcome) -> None:
         with self._lock:
-            if outcome.part_key not in self.waiting or outcome.part_key in self._reported:
-                return
-            self._reported.add(outcome.part_key)
-            del self.waiting[outcome.part_key]
+            if self.waiting.pop(outcome.part_key, None) is None:
+                return  # reported already (a notification and a listing both found it), or not ours
         self.outcomes.put(outcome)
 
     def _run(self) -> None:
@@ -196,17 +192,13 @@ class Collector:
 
     def list_once(self) -> None:
         """Report every waiting part whose output or failure object exists (one listing per prefix)."""
-        prefixes = [(self.paths.output_uri("x"), True)]
-        if self.paths.failure_uri("x"):
-            prefixes.append((self.paths.failure_uri("x"), False))
-        for sample, ok in prefixes:
-            bucket, key = split_s3(sample)
-            folder = key.rsplit("/", 1)[0] + "/"
-            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=folder):
-                for obj in page.get("Contents", []):
-                    name = obj["Key"][len(folder):]
-                    inference_id = name[:-len(".out")] if ok else name[:-len("-error.out")]
-                    part = self.paths.part_key(inference_id)
-                    if part is not None and part in self.waiting:
-                        self._report(Outcome(part, ok, f"s3://{bucket}/{obj['Key']}", source="listing",
-                                             reason=None if ok else "failed (found by listing)"))
+        folders = [(self.paths.output_folder, ".out", True), (self.paths.failure_folder, "-error.out", False)]
+        for folder_uri, suffix, ok in folders:
+            if folder_uri is None:
+                continue
+            bucket, folder = split_s3(folder_uri)
+            for key in list_keys(self.s3, bucket, folder + "/"):
+                part = self.paths.part_key(key.rsplit("/", 1)[1].removesuffix(suffix))
+                if part is not None and part in self.waiting:
+                    self._report(Outcome(part, ok, f"s3://{bucket}/{key}", source="listing",
+                                         reason=None if ok else "failed (found by listing)"))

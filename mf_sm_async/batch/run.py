@@ -75,13 +75,21 @@ class RunPaths:
         head, _, key = inference_id.partition("-")
         return key if head == self.tag and key else None
 
+    @property
+    def output_folder(self) -> str:
+        """Where this run's outputs appear (the S3OutputPath plus the run's path extension), with a '/'."""
+        return f"{self.output_path.rstrip('/')}/{self.extension}/"
+
+    @property
+    def failure_folder(self) -> str | None:
+        return f"{self.failure_path.rstrip('/')}/{self.extension}/" if self.failure_path else None
+
     def output_uri(self, part_key: str) -> str:
-        return f"{self.output_path.rstrip('/')}/{self.extension}/{self.inference_id(part_key)}.out"
+        return f"{self.output_folder}{self.inference_id(part_key)}.out"
 
     def failure_uri(self, part_key: str) -> str | None:
-        if not self.failure_path:
-            return None
-        return f"{self.failure_path.rstrip('/')}/{self.extension}/{self.inference_id(part_key)}-error.out"
+        folder = self.failure_folder
+        return f"{folder}{self.inference_id(part_key)}-error.out" if folder else None
 
     @property
     def manifest_key(self) -> str:
