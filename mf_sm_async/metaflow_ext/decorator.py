@@ -91,19 +91,29 @@ class async_inference(StepMutator, UserStepDecorator):  # noqa: N801 - Metaflow 
     def pre_step(self, step_name, flow, inputs=None):
         from metaflow import current
 
-        from ..endpoint import AsyncEndpoint
-
         self._interrupts = InterruptsRaise().__enter__()
         try:
-            if self.endpoint_name:
-                self.endpoint = AsyncEndpoint.attach(self.endpoint_name, target=self.endpoint_spec.target)
-            else:
-                self.endpoint = AsyncEndpoint.deploy(model=self._model_of(flow), **self.endpoint_options)
+            self.endpoint = self.open_endpoint(flow)
         except BaseException:
             self._interrupts.__exit__(None, None, None)
             raise
         current._update_env({"async_inference": self.endpoint})
         return None
+
+    def open_endpoint(self, flow):
+        """Attach to ``endpoint_name``, or deploy ``model`` (also used by the step type)."""
+        from ..endpoint import AsyncEndpoint
+
+        if self.endpoint_name:
+            return AsyncEndpoint.attach(self.endpoint_name, target=self.endpoint_spec.target)
+        return AsyncEndpoint.deploy(model=self._model_of(flow), **self.endpoint_options)
+
+    def score(self, endpoint, frame, flow, step_name: str, title: str):
+        """``endpoint.predict(frame)`` with the card as progress and the run id that resume / @retry find."""
+        from metaflow import current
+
+        return endpoint.predict(frame, progress=CardSink(title, len(frame)), run_id=run_id_for(current, step_name, flow),
+                                resume=True, **self.batch_options)
 
     def _model_of(self, flow):
         """The artifact named ``model`` if the flow has one (not a step or method), else the string."""
@@ -112,17 +122,14 @@ class async_inference(StepMutator, UserStepDecorator):  # noqa: N801 - Metaflow 
         return name if value is None or callable(getattr(value, "__func__", None)) else value
 
     def post_step(self, step_name, flow, exception=None):
-        from metaflow import current
-
         try:
             if exception is None:
                 frame = getattr(flow, self.input, None)
                 if frame is None:
                     raise AsyncInferenceException(f"@async_inference input={self.input!r}: the step has no "
                                                   f"artifact self.{self.input} to score")
-                result = self.endpoint.predict(
-                    frame, progress=CardSink(f"scoring self.{self.input} on {self.endpoint.name}", len(frame)),
-                    run_id=run_id_for(current, step_name, flow), resume=True, **self.batch_options)
+                result = self.score(self.endpoint, frame, flow, step_name,
+                                    f"scoring self.{self.input} on {self.endpoint.name}")
                 setattr(flow, self.output, result.predictions)
                 setattr(flow, f"{self.output}_failures", result.failures)
                 setattr(flow, f"{self.output}_metrics", result.metrics.as_dict())

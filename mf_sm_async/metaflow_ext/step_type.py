@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from metaflow import FlowSpec, card, current, exit_hook, step
+from metaflow import FlowSpec, card, exit_hook, step
 
 from ..errors import ConfigError
-from .card import CARD_ID, CardSink
-from .decorator import AsyncInferenceException, async_inference, run_id_for
+from .card import CARD_ID
+from .decorator import AsyncInferenceException, async_inference
 
 _SHARD = "shard_{}"
 
@@ -73,14 +73,9 @@ class AsyncInferenceFlow(FlowSpec):
     @step
     def deploy(self):
         """Deploy (or attach), then cut the input into shards, one artifact each."""
-        from ..endpoint import AsyncEndpoint
-
         decorator, shards = _settings(type(self))
         frame = getattr(self, decorator.input)
-        if decorator.endpoint_name:
-            endpoint = AsyncEndpoint.attach(decorator.endpoint_name, target=decorator.endpoint_spec.target)
-        else:
-            endpoint = AsyncEndpoint.deploy(model=decorator._model_of(self), **decorator.endpoint_options)
+        endpoint = decorator.open_endpoint(self)
         self.endpoint_name = endpoint.name
         self.teardown_mode = endpoint.teardown_mode
         endpoint.teardown("keep")  # releases this task's lease; the shard tasks take their own
@@ -100,9 +95,8 @@ class AsyncInferenceFlow(FlowSpec):
         shard = getattr(self, _SHARD.format(self.input))
         endpoint = AsyncEndpoint.attach(self.endpoint_name, target=decorator.endpoint_spec.target)
         try:
-            result = endpoint.predict(
-                shard, progress=CardSink(f"shard {self.input}: {len(shard)} rows on {self.endpoint_name}", len(shard)),
-                run_id=run_id_for(current, "score_shard", self), resume=True, **decorator.batch_options)
+            result = decorator.score(endpoint, shard, self, "score_shard",
+                                     f"shard {self.input}: {len(shard)} rows on {self.endpoint_name}")
         except ConfigError as error:
             raise AsyncInferenceException(str(error)) from None
         finally:
