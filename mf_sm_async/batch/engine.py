@@ -20,7 +20,7 @@ import time
 import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..errors import InvocationError
+from ..errors import ConfigError, InvocationError
 from .codecs import OutputShapeError
 from .completion import Collector, NotificationQueue, Outcome
 from .endpoint_io import EndpointIO
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 def predict(endpoint, frame: pd.DataFrame, spec) -> BatchResult:
     io = EndpointIO.of(endpoint)
     if spec.resume and not spec.run_id:
-        from ..errors import ConfigError
         raise ConfigError("run_id", None, "the id of the run to resume (resume=True needs run_id=)")
     run_id = check_run_id(spec.run_id) if spec.run_id else new_run_id()
     paths = RunPaths(run_id, io.bucket, io.prefix, io.output_path, io.failure_path)
@@ -126,8 +125,8 @@ class _Run:
                     events.append(self.events.get_nowait())
             except queue.Empty:
                 pass
-            staged = [e for e in events if isinstance(e, tuple) and e[0] == "staged"]
-            wave = [e[1].result() for e in staged]  # a staging error (unreadable file, S3 refused) ends the run
+            # a staging error (unreadable file, S3 refused) ends the run
+            wave = [e[1].result() for e in events if isinstance(e, tuple) and e[0] == "staged"]
             if wave:
                 # Recorded, then sent, before anything else runs here (a progress callback included): the
                 # window in which a crash leaves parts recorded but perhaps not sent stays a few ms wide.
@@ -183,11 +182,7 @@ class _Run:
                             ("CustomAttributes", spec.attributes)):
             if value:
                 request[name] = value
-        if staged.body is not None:
-            request["Body"] = staged.body
-        else:
-            request["InputLocation"] = staged.input_location
-        answer = self.runtime.invoke_endpoint_async(**request)
+        answer = self.runtime.invoke_endpoint_async(**request, **staged.request_fields())
         with self._lock:
             self.payloads_sent += 1
             self.bytes_sent += staged.size
@@ -241,12 +236,10 @@ class _Run:
         earlier = read_json(self.s3, self.paths.bucket, self.paths.manifest_key)
         if earlier is not None:
             if {k: earlier.get(k) for k in plan} != plan:
-                from ..errors import ConfigError
                 raise ConfigError("run_id", self.paths.run_id, "a new run id, or the same input and options as "
                                   f"the run it names (that run planned {earlier.get('rows')} rows in "
                                   f"{earlier.get('parts')} parts with {earlier.get('content_type')})")
             if not self.spec.resume:
-                from ..errors import ConfigError
                 raise ConfigError("run_id", self.paths.run_id, "a run id not used before, or resume=True",
                                   hint="resume=True re-uses the finished parts of that run")
         write_json(self.s3, self.paths.bucket, self.paths.manifest_key, {**plan, "finished": False})

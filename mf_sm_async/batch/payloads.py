@@ -28,11 +28,33 @@ _TRANSFER = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=6
 
 @dataclass
 class Staged:
-    part: Part
+    part: Part | None             # None for a lone invoke_async
     body: bytes | None            # inline
     input_location: str | None    # or in S3
     size: int
-    retries: int = 0
+
+    def request_fields(self) -> dict:
+        """The InvokeEndpointAsync parameter that carries it."""
+        return {"Body": self.body} if self.body is not None else {"InputLocation": self.input_location}
+
+
+def stage_value(s3, bucket: str, key: str, value, part: Part | None = None) -> Staged:
+    """Put one payload where an invocation can reach it: bytes inline if small enough, else at
+    ``s3://bucket/key``; an ``s3://`` URI where it is; a local file inline if small, else streamed up."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        body = bytes(value)
+        if len(body) <= INLINE_LIMIT:
+            return Staged(part, body, None, len(body))
+        _put(s3, bucket, key, body)
+        return Staged(part, None, f"s3://{bucket}/{key}", len(body))
+    text = str(value)
+    if text.startswith("s3://"):
+        return Staged(part, None, text, 0)
+    size = os.path.getsize(text)
+    if 0 < size <= INLINE_LIMIT:
+        return Staged(part, Path(text).read_bytes(), None, size)
+    s3.upload_file(text, bucket, key, Config=_TRANSFER)
+    return Staged(part, None, f"s3://{bucket}/{key}", size)
 
 
 class FramePayloads:
@@ -51,11 +73,7 @@ class FramePayloads:
 
     def stage(self, s3, paths: RunPaths, part: Part) -> Staged:
         body = codecs.encode_rows(self.frame.iloc[part.start:part.stop], self.content_type)
-        if len(body) <= INLINE_LIMIT:
-            return Staged(part, body, None, len(body))
-        key = paths.input_key(part.key, self.extension)
-        _put(s3, paths.bucket, key, body)
-        return Staged(part, None, f"s3://{paths.bucket}/{key}", len(body))
+        return stage_value(s3, paths.bucket, paths.input_key(part.key, self.extension), body, part)
 
     def decode(self, body: bytes, content_type: str | None, part: Part, location: str | None = None) -> pd.DataFrame:
         return codecs.decode_output(body, content_type or self.accept, part.rows)
@@ -80,26 +98,10 @@ class ColumnPayloads:
         width = max(5, len(str(len(self.values))))
         self.parts = [Part(n, n, n + 1, f"{n:0{width}d}") for n in range(len(self.values))]
         for n, value in enumerate(self.values):
-            _check_value(column, frame.index[n], value)
+            check_value(f"{column}[{frame.index[n]!r}]", value)
 
     def stage(self, s3, paths: RunPaths, part: Part) -> Staged:
-        value = self.values[part.start]
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            body = bytes(value)
-            if len(body) <= INLINE_LIMIT:
-                return Staged(part, body, None, len(body))
-            key = paths.input_key(part.key, "")
-            _put(s3, paths.bucket, key, body)
-            return Staged(part, None, f"s3://{paths.bucket}/{key}", len(body))
-        text = str(value)
-        if text.startswith("s3://"):
-            return Staged(part, None, text, 0)
-        size = os.path.getsize(text)
-        if size <= INLINE_LIMIT and size > 0:
-            return Staged(part, Path(text).read_bytes(), None, size)
-        key = paths.input_key(part.key, "")
-        s3.upload_file(text, paths.bucket, key, Config=_TRANSFER)
-        return Staged(part, None, f"s3://{paths.bucket}/{key}", size)
+        return stage_value(s3, paths.bucket, paths.input_key(part.key, ""), self.values[part.start], part)
 
     def decode(self, body: bytes | None, content_type: str | None, part: Part, location: str | None = None):
         """The row's prediction: the decoded output, or its ``location`` when it was too big to fetch
@@ -119,15 +121,16 @@ def _put(s3, bucket: str, key: str, body: bytes) -> None:
         s3.upload_fileobj(io.BytesIO(body), bucket, key, Config=_TRANSFER)
 
 
-def _check_value(column, label, value) -> None:
+def check_value(field: str, value) -> None:
+    """What :func:`stage_value` takes, or a ConfigError naming ``field``."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return
     if isinstance(value, (str, os.PathLike)):
         text = str(value)
         if text.startswith("s3://") or os.path.isfile(text):
             return
-        raise ConfigError(f"{column}[{label!r}]", text, "bytes, an existing local file path or an s3:// URI")
-    raise ConfigError(f"{column}[{label!r}]", value, "bytes, a local file path or an s3:// URI")
+        raise ConfigError(field, text[:200], "bytes, an existing local file path or an s3:// URI")
+    raise ConfigError(field, value, "bytes, a local file path or an s3:// URI")
 
 
 def payloads_for(frame: pd.DataFrame, spec):

@@ -6,15 +6,14 @@ in multipart parts: a 1 GiB file is never held in memory) or an s3:// URI (invok
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
-from ..errors import ConfigError, ModelError, TimeoutError
-from .payloads import _TRANSFER, INLINE_LIMIT
+from ..errors import ModelError, TimeoutError
+from .payloads import _TRANSFER, check_value, stage_value
 from .run import split_s3
 
 
@@ -82,21 +81,8 @@ def invoke_async(endpoint, io, payload, *, content_type: str | None = None, acce
     for name, value in (("ContentType", content_type), ("Accept", accept), ("CustomAttributes", custom_attributes)):
         if value:
             request[name] = value
-    key = f"{io.prefix}/invocations/{inference_id}/input"
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        if len(payload) <= INLINE_LIMIT:
-            request["Body"] = bytes(payload)
-        else:
-            import io as _io
-            s3.upload_fileobj(_io.BytesIO(payload), io.bucket, key, Config=_TRANSFER)
-            request["InputLocation"] = f"s3://{io.bucket}/{key}"
-    elif isinstance(payload, (str, os.PathLike)) and str(payload).startswith("s3://"):
-        request["InputLocation"] = str(payload)
-    elif isinstance(payload, (str, os.PathLike)) and os.path.isfile(payload):
-        s3.upload_file(str(payload), io.bucket, key, Config=_TRANSFER)
-        request["InputLocation"] = f"s3://{io.bucket}/{key}"
-    else:
-        raise ConfigError("payload", payload if not isinstance(payload, str) else payload[:200],
-                          "bytes, an existing local file path or an s3:// URI")
+    check_value("payload", payload)
+    request.update(stage_value(s3, io.bucket, f"{io.prefix}/invocations/{inference_id}/input", payload)
+                   .request_fields())
     answer = endpoint._client("sagemaker-runtime").invoke_endpoint_async(**request)
     return Invocation(inference_id, answer["OutputLocation"], answer.get("FailureLocation"), s3)
