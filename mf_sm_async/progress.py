@@ -39,6 +39,22 @@ class ProgressEvent:
         return self.rows_done / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
 
     @property
+    def state(self) -> str:
+        return {"planned": "planned", "progress": "scoring", "finished": "finished"}[self.kind]
+
+    @property
+    def counts_text(self) -> str:
+        """Rows done and failed, as the card, the notebook panel and the text fallbacks show them."""
+        return f"{self.rows_done:,} of {self.rows:,} rows done, {self.rows_failed:,} failed"
+
+    @property
+    def rates_text(self) -> str:
+        instances = "?" if self.instances is None else self.instances
+        return (f"{self.rows_per_second:,.0f} rows/s · {self.done}/{self.payloads} payloads · "
+                f"in flight {self.in_flight} · backlog {self.backlog} · instances {instances} · "
+                f"elapsed {self.elapsed_seconds:.1f}s")
+
+    @property
     def fraction(self) -> float:
         return (self.rows_done + self.rows_failed) / self.rows if self.rows else 1.0
 

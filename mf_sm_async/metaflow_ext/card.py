@@ -37,13 +37,7 @@ class CardSink:
         from metaflow.cards import Markdown
 
         self.bar.update(event.rows_done + event.rows_failed)
-        state = {"planned": "planned", "progress": "scoring", "finished": "finished"}[event.kind]
-        instances = "?" if event.instances is None else event.instances
-        self.line.update(
-            f"**{state}**: {event.rows_done:,} of {event.rows:,} rows done, {event.rows_failed:,} failed · "
-            f"{event.rows_per_second:,.0f} rows/s · {event.done}/{event.payloads} payloads · "
-            f"in flight {event.in_flight} · backlog {event.backlog} · instances {instances} · "
-            f"{event.elapsed_seconds:.1f}s")
+        self.line.update(f"**{event.state}**: {event.counts_text} · {event.rates_text}")
         if event.kind == "finished":
             self.card.append(Markdown(f"finished in {event.elapsed_seconds:.1f}s"))
         force = event.kind == "finished" or time.monotonic() - self._rendered >= RENDER_EVERY_SECONDS

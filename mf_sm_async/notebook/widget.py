@@ -53,13 +53,8 @@ class ProgressPanel:
         self.last = event
         self.bar.max = max(event.rows, 1)
         self.bar.value = min(event.rows_done + event.rows_failed, self.bar.max)
-        state = {"planned": "planned", "progress": "scoring", "finished": "finished"}[event.kind]
-        instances = "?" if event.instances is None else event.instances
-        self.counts.value = (f"<b>{state}</b>: {event.rows_done:,} of {event.rows:,} rows done, "
-                             f"{event.rows_failed:,} failed")
-        self.rates.value = (f"{event.rows_per_second:,.0f} rows/s · {event.done}/{event.payloads} payloads · "
-                            f"in flight {event.in_flight} · backlog {event.backlog} · instances {instances} · "
-                            f"elapsed {event.elapsed_seconds:.1f}s")
+        self.counts.value = f"<b>{event.state}</b>: {event.counts_text}"
+        self.rates.value = event.rates_text
         if event.kind == "finished":
             self.bar.bar_style = "danger" if event.rows_failed else "success"
             if not self.shown:
@@ -70,5 +65,4 @@ class ProgressPanel:
         e = self.last
         if e is None:
             return "no progress yet"
-        return (f"{e.rows_done:,} of {e.rows:,} rows done, {e.rows_failed:,} failed, "
-                f"{e.done}/{e.payloads} payloads, {e.rows_per_second:,.0f} rows/s, {e.elapsed_seconds:.1f}s")
+        return (f"{e.counts_text}, {e.done}/{e.payloads} payloads, {e.rows_per_second:,.0f} rows/s, {e.elapsed_seconds:.1f}s")
