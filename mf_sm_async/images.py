@@ -1,10 +1,18 @@
-"""Which SageMaker framework image serves a model on AWS: the scikit-learn image whose version matches
-the scikit-learn the model was pickled with (a newer local version often fails to unpickle on an older
-image). The lookup is the sagemaker SDK's own (``image_uris.retrieve``), from the ``sagemaker`` extra."""
+"""SageMaker container images: which one serves a model on AWS, and what an image URI names.
+
+- The AWS image for a packaged estimator is the scikit-learn image whose version matches the
+  scikit-learn the model was pickled with (a newer local version often fails to unpickle on an older
+  image). The lookup is the sagemaker SDK's own (``image_uris.retrieve``), from the ``sagemaker`` extra.
+- :func:`parse_image_uri` tells the built-in XGBoost image, the scikit-learn framework image and our own
+  local-handler image apart from any other, in any region / account / tag form; the emulator serves
+  each the way its container does (see ``mf_sm_async/local/containers.py``).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import dataclass
 
 from .errors import DeployError
 
@@ -63,3 +71,72 @@ def warn_if_no_aws_image(sklearn_version: str) -> None:
         log.warning("this model (scikit-learn %s) runs here, but AWS has no scikit-learn image of that version "
                     "(images: %s): on AWS it needs image_uri= of a container with it", sklearn_version,
                     ", ".join(versions))
+
+
+# --------------------------------------------------------------------------------------------------
+# What an image URI names
+
+LOCAL_HANDLER_IMAGE = "mf-sm-async/local-handler:latest"
+"""Our own image name: the emulator serves ``code/inference.py`` with its toolkit-style model server."""
+
+# What the scikit-learn framework container needs to find a handler packed as code/inference.py in
+# model.tar.gz: it imports SAGEMAKER_PROGRAM from SAGEMAKER_SUBMIT_DIRECTORY and has no default for either.
+SCRIPT_IN_MODEL_ENV = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
+
+XGBOOST, SKLEARN, LOCAL_HANDLER, OTHER = "xgboost", "sklearn", "local-handler", "other"
+_REPOSITORIES = {"sagemaker-xgboost": XGBOOST, "sagemaker-scikit-learn": SKLEARN}
+_VERSION = re.compile(r"^(\d+)\.(\d+)(?:[.-](\d+))?")
+LEGACY_XGBOOST_VERSION = "0.72"  # the pre-framework ".../xgboost:1" image, served like the oldest one we know
+
+
+@dataclass(frozen=True)
+class ContainerImage:
+    """An image URI read the way SageMaker picks a container: ``kind`` is ``"xgboost"`` (the built-in
+    algorithm, ``.../sagemaker-xgboost:<version>``), ``"sklearn"`` (the scikit-learn framework image),
+    ``"local-handler"`` (:data:`LOCAL_HANDLER_IMAGE`) or ``"other"``; ``version`` is the framework version
+    the tag starts with (``1.7-1``, ``1.2-1``), None when the tag does not say (``latest``, a digest).
+
+    Any registry, account, region or partition, any tag suffix, a digest::
+
+        >>> parse_image_uri("683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1")
+        ContainerImage(uri='683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1', kind='xgboost', version='1.7-1')
+        >>> parse_image_uri("450853457545.dkr.ecr.cn-north-1.amazonaws.com.cn/sagemaker-scikit-learn:1.2-1-cpu-py3").version
+        '1.2-1'
+        >>> parse_image_uri("763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1-cpu-py310").kind
+        'other'
+    """
+
+    uri: str
+    kind: str
+    version: str | None
+
+    def version_at_least(self, version: str) -> bool:
+        """True when this image's version is ``version`` or later; an image without one is the newest."""
+        return self.version is None or version_key(self.version) >= version_key(version)
+
+
+def version_key(version: str) -> tuple[int, int, int]:
+    """``"1.7-1"`` -> ``(1, 7, 1)``; ``"0.20.0"`` -> ``(0, 20, 0)``; ``"0.72"`` -> ``(0, 72, 0)``."""
+    match = _VERSION.match(version)
+    if match is None:
+        raise ValueError(f"not a framework version: {version!r}")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def parse_image_uri(uri: str) -> ContainerImage:
+    """Read an image URI (see :class:`ContainerImage`); anything unrecognised is ``kind="other"``."""
+    name = uri.split("@", 1)[0]
+    path, _, tag = name.rpartition(":") if ":" in name.rsplit("/", 1)[-1] else (name, "", "")
+    segments = path.split("/")
+    registry = segments[0] if len(segments) > 1 and ("." in segments[0] or ":" in segments[0]
+                                                     or segments[0] == "localhost") else ""
+    repository = "/".join(segments[1:] if registry else segments)
+    if repository == LOCAL_HANDLER_IMAGE.split(":")[0]:
+        return ContainerImage(uri, LOCAL_HANDLER, None)
+    last = segments[-1]
+    if last in _REPOSITORIES:
+        match = _VERSION.match(tag)
+        return ContainerImage(uri, _REPOSITORIES[last], match.group(0) if match else None)
+    if last == "xgboost" and registry.endswith((".amazonaws.com", ".amazonaws.com.cn")):
+        return ContainerImage(uri, XGBOOST, LEGACY_XGBOOST_VERSION)
+    return ContainerImage(uri, OTHER, None)

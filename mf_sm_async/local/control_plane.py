@@ -142,7 +142,7 @@ class ControlPlane:
         return EndpointSettings(
             region=region, endpoint_name=name, variant_name=variant["VariantName"],
             initial_instances=int(variant.get("InitialInstanceCount", 1)),
-            model_data_url=container.get("ModelDataUrl"),
+            image=container.get("Image"), model_data_url=container.get("ModelDataUrl"),
             model_env=dict(container.get("Environment") or {}),
             async_config=async_config,
             max_concurrent=int(client.get("MaxConcurrentInvocationsPerInstance") or DEFAULT_MAX_CONCURRENT),

@@ -1,8 +1,9 @@
 """One endpoint instance: a real model-server process speaking the container contract.
 
-The process serves ``GET /ping`` and ``POST /invocations`` on a port of its own (see
-:mod:`mf_sm_async.local.model_server`). It exits by itself when the daemon dies (it watches its
-parent pid), so no instance outlives the emulator.
+The process serves ``GET /ping`` and ``POST /invocations`` on a port of its own: our model server
+(:mod:`mf_sm_async.local.model_server`) binds a free one and prints it; a command mapped to another image
+(:mod:`mf_sm_async.local.containers`) is given one. Either exits by itself when the daemon dies (it
+watches its parent pid), so no instance outlives the emulator.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
 
 class InstanceFailed(Exception):
     """The model server did not come up; the message ends with the last lines of its log."""
@@ -28,6 +29,18 @@ class InstanceGone(Exception):
 
 class InvocationTimedOut(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How each instance of an endpoint starts. ``{port}`` in ``argv`` and in ``env`` values becomes the
+    instance's port; ``announces_port`` says the process binds a free port itself and prints it (our
+    model server), otherwise the emulator picks one and passes it."""
+
+    argv: tuple[str, ...]
+    cwd: Path
+    env: dict[str, str] = field(default_factory=dict)
+    announces_port: bool = True
 
 
 @dataclass
@@ -48,28 +61,36 @@ def tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class Instance:
-    def __init__(self, model_dir: Path, log_dir: Path, env: dict[str, str] | None = None,
-                 python: str = sys.executable):
-        self.python = python
+    def __init__(self, launch: Launch, log_dir: Path, env: dict[str, str] | None = None):
+        self.launch = launch
         self.instance_id = f"i-{uuid.uuid4().hex[:12]}"  # unique across daemon restarts: names its log
-        self.model_dir = model_dir
         self.log_path = log_dir / f"{self.instance_id}.log"
-        self.env = env or {}
+        self.env = env or {}  # the model's Environment
         self.port = 0
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        """Start the process on a port it picks itself (no race for a free port); see wait_ready."""
+        """Start the process: our model server picks its own port (no race for a free one), a mapped
+        command is given a free port; see wait_ready."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        port = "0" if self.launch.announces_port else str(free_port())
+        env = {**os.environ, **self.env, **{k: v.replace("{port}", port) for k, v in self.launch.env.items()},
+               "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [self.python, "-m", "mf_sm_async.local.model_server",
-                 "--model-dir", str(self.model_dir), "--port", "0"],
+                [arg.replace("{port}", port) for arg in self.launch.argv],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                cwd=str(self.model_dir),
+                cwd=str(self.launch.cwd),
             )
+        if not self.launch.announces_port:
+            self.port = int(port)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -123,7 +144,9 @@ class Instance:
     def invoke(self, conn: http.client.HTTPConnection, body, length: int, *, content_type: str | None,
                accept: str | None, custom_attributes: str | None, timeout: float) -> ModelResponse:
         """POST the payload (bytes, or a stream of ``length`` bytes sent in blocks) to /invocations."""
-        headers = {"Content-Type": content_type or "application/octet-stream", "Content-Length": str(length)}
+        headers = {"Content-Length": str(length)}
+        if content_type:  # none: the container applies its own default, as on AWS
+            headers["Content-Type"] = content_type
         if accept:
             headers["Accept"] = accept
         if custom_attributes:

@@ -1,8 +1,9 @@
-"""The Python environment a model's server runs in: ``code/requirements.txt`` installed, as SageMaker's
-framework containers do at start-up.
+"""The Python environment a model's server runs in: the code directory's ``requirements.txt`` installed,
+as SageMaker's framework containers do at start-up (``code/requirements.txt`` of model.tar.gz, or the root
+of a ``sourcedir.tar.gz``).
 
-A model without ``code/requirements.txt`` runs on the emulator's own interpreter. One with it gets a
-virtual environment (made once per unpacked model) that sees every package the emulator's interpreter
+Code without ``requirements.txt`` runs on the emulator's own interpreter. Code with it gets a
+virtual environment (made once per unpacked code directory, in its ``.venv``) that sees every package the emulator's interpreter
 has, so requirements already satisfied there cost nothing and need no network; only what is missing or
 pinned to another version is installed into it, by pip, from wherever pip is configured to look (which
 includes paths to local wheels in the file, resolved against ``code/``).
@@ -18,19 +19,20 @@ from pathlib import Path
 
 from .instances import InstanceFailed
 
-REQUIREMENTS = Path("code") / "requirements.txt"
+REQUIREMENTS = "requirements.txt"
 PIP_TIMEOUT_SECONDS = 600
 
 
-def model_python(model_dir: Path) -> str:
-    """The interpreter for this model's server: ``sys.executable``, or a venv with its requirements."""
-    requirements = model_dir / REQUIREMENTS
+def model_python(code_dir: Path) -> str:
+    """The interpreter for a server of the code in ``code_dir``: ``sys.executable``, or a venv with its
+    requirements."""
+    requirements = code_dir / REQUIREMENTS
     if not requirements.is_file():
         return sys.executable
     try:
-        return _venv_with(requirements, model_dir / ".venv")
+        return _venv_with(requirements, code_dir / ".venv")
     except (OSError, subprocess.SubprocessError) as exc:
-        raise InstanceFailed(f"could not install {REQUIREMENTS}: {exc}") from None
+        raise InstanceFailed(f"could not install {code_dir.name}/{REQUIREMENTS}: {exc}") from None
 
 
 def _venv_with(requirements: Path, venv: Path) -> str:
@@ -46,7 +48,8 @@ def _venv_with(requirements: Path, venv: Path) -> str:
         cwd=str(requirements.parent), capture_output=True, text=True, timeout=PIP_TIMEOUT_SECONDS)
     if result.returncode != 0:
         output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise InstanceFailed(f"pip could not install {REQUIREMENTS} (exit {result.returncode}):\n{output}")
+        raise InstanceFailed(f"pip could not install {requirements.parent.name}/{REQUIREMENTS} "
+                             f"(exit {result.returncode}):\n{output}")
     (venv / ".installed").touch()
     return str(python)
 

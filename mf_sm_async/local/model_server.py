@@ -3,19 +3,28 @@
 Run by the emulator daemon as::
 
     python -m mf_sm_async.local.model_server --model-dir DIR --port PORT [--host 127.0.0.1]
+        [--container inference-toolkit|sklearn|xgboost] [--container-version V] [--code-dir CODE]
 
-``DIR`` is an unpacked model.tar.gz (SageMaker's ``/opt/ml/model``). ``DIR/code/inference.py`` is the
-handler module, called the way the sagemaker-inference-toolkit calls it: ``model_fn(model_dir)`` once
-before listening, then per request ``input_fn`` -> ``predict_fn`` -> ``output_fn`` or ``transform_fn``
-instead of those three. Each may take one extra trailing ``context`` argument (a ``RequestContext``).
-As in the toolkit, ``application/json`` and ``text/csv`` bodies reach ``input_fn`` as ``str``, all other
-types as ``bytes``; a missing or ``*/*`` Accept becomes ``$SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT`` or
-``application/json``.
+``DIR`` is an unpacked model.tar.gz (SageMaker's ``/opt/ml/model``). ``--container`` says which
+container's behaviour answers the requests:
+
+- ``inference-toolkit`` (the default; our own ``mf-sm-async/local-handler`` image):
+  ``DIR/code/inference.py`` is the handler module, called the way the sagemaker-inference-toolkit calls
+  it: ``model_fn(model_dir)`` once before listening, then per request ``input_fn`` -> ``predict_fn`` ->
+  ``output_fn`` or ``transform_fn`` instead of those three. Each may take one extra trailing ``context``
+  argument (a ``RequestContext``). As in the toolkit, ``application/json`` and ``text/csv`` bodies reach
+  ``input_fn`` as ``str``, all other types as ``bytes``; a missing Content-Type is ``application/json``; a
+  missing or ``*/*`` Accept becomes ``$SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT`` or ``application/json``.
+- ``sklearn``: the scikit-learn framework image, and ``xgboost`` with ``$SAGEMAKER_PROGRAM`` set: the
+  module ``$SAGEMAKER_PROGRAM`` from ``CODE`` (default ``DIR/code``); see
+  :mod:`mf_sm_async.serving.framework_container`.
+- ``xgboost`` without ``$SAGEMAKER_PROGRAM``: the built-in XGBoost algorithm of image version ``V``
+  (default: the newest); see :mod:`mf_sm_async.serving.xgboost_container`.
 
 ``GET /ping`` answers 200 (the model is loaded before the port opens). ``POST /invocations`` answers 200
-with the encoded prediction, 415 for a content type the default functions cannot handle, 500 for any
-other exception; the error body is UTF-8 text: ``<ExceptionType>: <message>``, a blank line, the
-traceback's last frames.
+with the encoded prediction, the container's own status for what it refuses (415 for a content type it
+cannot decode, 406 for an accept type it cannot encode, ...), 500 for any other exception; such an error
+body is UTF-8 text: ``<ExceptionType>: <message>``, a blank line, the traceback's last frames.
 
 Exit codes: 0 on SIGTERM or when the parent process dies; 2 bad arguments; 3 the model could not be
 loaded; 4 the port could not be bound. On 3 and 4 the last stderr line is
@@ -49,6 +58,16 @@ UTF8_TYPES = (JSON, CSV)  # exact match, like the toolkit: "text/csv; charset=ut
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 EXIT_MODEL, EXIT_BIND = 3, 4
 FAILURE_PREFIX = "model server failed: "
+
+
+class ContainerError(Exception):
+    """A container's own non-200 answer to one invocation (status, body, content type)."""
+
+    def __init__(self, status: int, body: bytes | str, content_type: str = "text/plain; charset=utf-8"):
+        self.status = status
+        self.body = body.encode("utf-8") if isinstance(body, str) else body
+        self.content_type = content_type
+        super().__init__(f"HTTP {status}: {self.body[:200].decode('utf-8', 'replace')}")
 
 
 class UnsupportedFormatError(ModelError):
@@ -171,8 +190,12 @@ class Handler:
     def _call(fn, context: RequestContext, *args):
         return fn(*args, context) if _takes_context(fn, len(args)) else fn(*args)
 
-    def invoke(self, body: bytes, content_type: str, accept: str, context: RequestContext) -> tuple[bytes, str]:
+    def invoke(self, body: bytes, content_type: str | None, accept: str | None,
+               context: RequestContext) -> tuple[bytes, str]:
         """Run the handler on one payload; returns the response body and its content type."""
+        content_type = content_type or JSON
+        if not accept or accept == "*/*":
+            accept = os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", JSON)
         input_data = body.decode("utf-8") if content_type in UTF8_TYPES else body
         if self.transform_fn is not None:
             result = self._call(self.transform_fn, context, self.model, input_data, content_type, accept)
@@ -196,7 +219,24 @@ def error_body(exc: BaseException) -> bytes:
     return "\n".join(line.rstrip("\n") for line in lines).encode("utf-8", "replace")
 
 
-def _request_handler_class(handler: Handler):
+CONTAINERS = ("inference-toolkit", "sklearn", "xgboost")
+
+
+def load_handler(container: str, model_dir: str, code_dir: str | None = None, version: str | None = None):
+    """The object answering invocations for ``container`` (see the module docstring); raises DeployError."""
+    if container == "inference-toolkit":
+        return Handler(model_dir)
+    code_dir = code_dir or os.path.join(os.path.abspath(model_dir), "code")
+    if container == "xgboost" and not os.environ.get("SAGEMAKER_PROGRAM"):
+        from mf_sm_async.serving.xgboost_container import XGBoostAlgorithm
+
+        return XGBoostAlgorithm(os.path.abspath(model_dir), version)
+    from mf_sm_async.serving.framework_container import ScriptMode
+
+    return ScriptMode(os.path.abspath(model_dir), code_dir, container)
+
+
+def _request_handler_class(handler):
     class RequestHandler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "mf-sm-async-model-server"
@@ -230,13 +270,15 @@ def _request_handler_class(handler: Handler):
             if len(body) != int(length):  # the client went away mid-body
                 self.close_connection = True
                 return
-            content_type = self.headers.get("Content-Type") or JSON
-            accept = self.headers.get("Accept")
-            if not accept or accept == "*/*":
-                accept = os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", JSON)
             context = RequestContext(self.headers.get(CUSTOM_ATTRIBUTES_HEADER), dict(self.headers.items()))
             try:
-                out, out_type = handler.invoke(body, content_type, accept, context)
+                out, out_type = handler.invoke(body, self.headers.get("Content-Type"), self.headers.get("Accept"),
+                                               context)
+            except ContainerError as exc:
+                if exc.status >= 500:
+                    print(f"invocation failed: {exc}", file=sys.stderr, flush=True)
+                self._reply(exc.status, exc.body, exc.content_type)
+                return
             except Exception as exc:
                 traceback.print_exception(exc, file=sys.stderr)
                 sys.stderr.flush()
@@ -273,10 +315,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", required=True, help="an unpacked model.tar.gz holding code/inference.py")
     parser.add_argument("--port", type=int, required=True, help="TCP port; 0 picks a free one")
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--container", choices=CONTAINERS, default="inference-toolkit",
+                        help="whose serving behaviour to follow (default: inference-toolkit)")
+    parser.add_argument("--container-version", help="the image's framework version, e.g. 1.7-1 (default: newest)")
+    parser.add_argument("--code-dir", help="script mode: the directory holding $SAGEMAKER_PROGRAM "
+                                           "(default: MODEL_DIR/code)")
     args = parser.parse_args(argv)
     _exit_with_parent()
     try:
-        handler = Handler(args.model_dir)
+        handler = load_handler(args.container, args.model_dir, args.code_dir, args.container_version)
     except DeployError as exc:
         if exc.__cause__ is not None:
             traceback.print_exception(exc.__cause__, file=sys.stderr)

@@ -26,6 +26,7 @@ class EndpointSettings:
     model_env: dict
     async_config: dict | None
     max_concurrent: int = DEFAULT_MAX_CONCURRENT
+    image: str | None = None  # PrimaryContainer.Image: which container serves it (see containers.py)
 
     @property
     def output_path(self) -> str:

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .clock import Clock
-from .instances import Instance, InstanceFailed, InstanceGone, InvocationTimedOut, tail
+from .containers import ContainerUnavailable, plan_launch
+from .instances import Instance, InstanceFailed, InstanceGone, InvocationTimedOut, Launch, tail
 from .invocation import AsyncRequest, parse_s3_uri
-from .model_env import model_python
 from .notifications import Notifier, iso_now, test_message
 from .objects import ObjectNotFound, ObjectStore
 from .results import EndpointSettings, ResultWriter
@@ -30,6 +30,9 @@ from .wire import AwsError
 
 log = logging.getLogger(__name__)
 
+# What S3 answers for an object stored without a Content-Type (AWS: binary/octet-stream; the emulator's
+# rclone-backed S3: application/octet-stream): no type declared.
+UNDECLARED_S3_TYPES = ("binary/octet-stream", "application/octet-stream")
 DRAIN_SECONDS = 3600  # an instance being scaled in finishes its requests (InvocationTimeoutSeconds <= 3600)
 
 
@@ -138,8 +141,9 @@ class EndpointRuntime:
             except InstanceFailed as exc:
                 if not self._stopping.is_set():
                     self.failed = not self._instances
-                    reason = (f"The primary container for production variant {self.settings.variant_name} "
-                              f"did not pass the ping health check. Last lines of its log:\n{exc}")
+                    reason = str(exc) if isinstance(exc, ContainerUnavailable) else (
+                        f"The primary container for production variant {self.settings.variant_name} "
+                        f"did not pass the ping health check. Last lines of its log:\n{exc}")
                     self._on_status("Failed" if self.failed else "InService", reason)
                 return
             with self._cond:
@@ -154,9 +158,8 @@ class EndpointRuntime:
         """Start ``count`` instances in parallel (as AWS does); all or none."""
         if count <= 0:
             return []
-        model_dir, python = self._model_dir()
-        instances = [Instance(model_dir, self.work_dir / "logs", self.settings.model_env, python)
-                     for _ in range(count)]
+        launch = self._launch()
+        instances = [Instance(launch, self.work_dir / "logs", self.settings.model_env) for _ in range(count)]
         for instance in instances:
             instance.start()
         errors = []
@@ -201,33 +204,35 @@ class EndpointRuntime:
             threading.Thread(target=self._worker, args=(instance,), daemon=True,
                              name=f"{instance.instance_id}-w{n}").start()
 
-    def _model_dir(self) -> tuple[Path, str]:
-        """The model.tar.gz of the model, unpacked once per endpoint settings (like /opt/ml/model), and
-        the interpreter with its code/requirements.txt installed."""
+    def _launch(self) -> Launch:
+        """How this endpoint's container image runs locally (see containers.py); the model.tar.gz (and a
+        sourcedir.tar.gz) unpacked once per endpoint settings, like /opt/ml/model."""
         with self._model_lock:
-            model_dir = self._unpack_model_once(self.settings.model_data_url)
-            return model_dir, model_python(model_dir)
+            return plan_launch(self.settings.image, self.settings.model_env, self.settings.model_data_url,
+                               self._unpack_once)
 
-    def _unpack_model_once(self, url: str | None) -> Path:
+    def _unpack_once(self, url: str | None, field: str) -> Path:
+        """Download and unpack the ``s3://`` tarball ``url`` (named by ``field``) once; None: an empty dir."""
         from ..model import unpack_model
 
         target = self.work_dir / "model" / hashlib.sha256((url or "").encode()).hexdigest()[:16]
         if (target / ".unpacked").exists():
             return target
         if not url:
-            raise InstanceFailed("the model has no ModelDataUrl: the emulator serves a model.tar.gz "
-                                 "holding code/inference.py")
-        archive = self.work_dir / "model.tar.gz"
+            target.mkdir(parents=True, exist_ok=True)
+            (target / ".unpacked").touch()
+            return target
+        archive = self.work_dir / f"{target.name}.tar.gz"
         archive.parent.mkdir(parents=True, exist_ok=True)
         try:
-            bucket, key = parse_s3_uri(url, "ModelDataUrl")
+            bucket, key = parse_s3_uri(url, field)
             self.store.download(bucket, key, archive)
         except (ObjectNotFound, AwsError) as exc:
-            raise InstanceFailed(f"Could not download model data from {url}: {exc}") from None
+            raise InstanceFailed(f"Could not download {field} {url}: {exc}") from None
         try:
             unpack_model(archive, target)
         except Exception as exc:
-            raise InstanceFailed(f"Could not unpack model data from {url}: {exc}") from None
+            raise InstanceFailed(f"Could not unpack {field} {url}: {exc}") from None
         finally:
             archive.unlink(missing_ok=True)
         (target / ".unpacked").touch()
@@ -348,11 +353,17 @@ class EndpointRuntime:
                    "ServerError: the model container exited while processing the request.")
 
     def _payload(self, request: AsyncRequest):
-        """(body, length, content type): inline bytes, or the S3 object as a stream (up to 1 GB)."""
+        """(body, length, content type): inline bytes, or the S3 object as a stream (up to 1 GB).
+
+        A request without ContentType takes the S3 object's Content-Type, unless that is only S3's
+        default for an object stored without one; then the container gets none and applies its own
+        default (libsvm for XGBoost, JSON for the framework containers), as on AWS."""
         if request.inline_body is not None:
             return request.inline_body, len(request.inline_body), request.content_type
         bucket, key = parse_s3_uri(request.input_location, "inputLocation")
         stream, length, stored_type = self.store.open(bucket, key)
+        if stored_type and stored_type.split(";")[0].strip().lower() in UNDECLARED_S3_TYPES:
+            stored_type = None
         return stream, length, request.content_type or stored_type
 
     def _process(self, instance: Instance, conn, request: AsyncRequest) -> None:

@@ -226,7 +226,12 @@ def _custom_attributes(context):
     if context is not None:
         return getattr(context, "custom_attributes", None)
     # AWS's scikit-learn image calls predict_fn(data, model) without a context; its server is Flask,
-    # whose request-local proxy still carries the header. Best effort: never import Flask ourselves.
+    # whose request-local proxy still carries the header. The emulator's copy of that container keeps the
+    # headers in a request-local of its own. Best effort: never import either ourselves.
+    emulated = sys.modules.get("mf_sm_async.serving.framework_container")
+    headers = emulated.current_headers() if emulated is not None else None
+    if headers is not None:
+        return next((v for k, v in headers.items() if k.lower() == CUSTOM_ATTRIBUTES_HEADER.lower()), None)
     flask = sys.modules.get("flask")
     if flask is None:
         return None
