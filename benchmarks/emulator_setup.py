@@ -27,7 +27,7 @@ def deploy(c: dict, tarball: Path, *, max_concurrent: int, include_response: boo
     arn = c["sqs"].get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     c["sns"].subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
     c["sagemaker"].create_model(ModelName=name, ExecutionRoleArn="arn:aws:iam::123456789012:role/bench",
-                                PrimaryContainer={"Image": "bench", "ModelDataUrl": f"s3://{name}/model.tar.gz"})
+                                PrimaryContainer={"Image": "mf-sm-async/local-handler:latest", "ModelDataUrl": f"s3://{name}/model.tar.gz"})
     notification = {"SuccessTopic": topic, "ErrorTopic": topic}
     if include_response:
         notification["IncludeInferenceResponseIn"] = ["SUCCESS_NOTIFICATION_TOPIC"]

@@ -9,7 +9,8 @@ import logging
 from botocore.exceptions import ClientError
 
 from .errors import DeployError
-from .images import sklearn_image, warn_if_no_aws_image
+from .images import (LOCAL_HANDLER_IMAGE, SCRIPT_IN_MODEL_ENV, SKLEARN, parse_image_uri, sklearn_image,
+                     warn_if_no_aws_image)
 from .role_check import check_role, needed_permissions
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,14 @@ class _Builder:
             self._client("s3").upload_file(str(source.tarball), self.r.bucket, key)
             url = f"s3://{self.r.bucket}/{key}"
         image = self.ep.spec.image_uri or self._default_image()
+        container = {"Image": image, "ModelDataUrl": url}
+        # Our tarballs hold code/inference.py, which framework images import only when told where it is
+        # (the scikit-learn image has no default at all); a built-in algorithm's own tarball must not get
+        # SAGEMAKER_PROGRAM, which would switch it to script mode.
+        if source.tarball is not None or parse_image_uri(image).kind == SKLEARN:
+            container["Environment"] = dict(SCRIPT_IN_MODEL_ENV)
         self._client("sagemaker").create_model(
-            ModelName=self.r.model, ExecutionRoleArn=self.role, Tags=_tags(self.ep),
-            PrimaryContainer={"Image": image, "ModelDataUrl": url})
+            ModelName=self.r.model, ExecutionRoleArn=self.role, Tags=_tags(self.ep), PrimaryContainer=container)
         self.made.append(("model", self.r.model))
         self.model_name = self.r.model
 
@@ -87,7 +93,7 @@ class _Builder:
         if self.ep.target == "local":
             if version:
                 warn_if_no_aws_image(version)
-            return "mf-sm-async/local-handler:latest"  # the emulator serves code/inference.py itself
+            return LOCAL_HANDLER_IMAGE  # the emulator serves code/inference.py itself
         if not version:
             raise DeployError("no image for this model on AWS: only a packaged scikit-learn estimator gets one "
                               "by default", "pass image_uri=")

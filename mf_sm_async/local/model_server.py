@@ -348,4 +348,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported copy of this module, not __main__: the container modules raise its ContainerError.
+    from mf_sm_async.local.model_server import main as _main
+
+    sys.exit(_main())

@@ -25,6 +25,9 @@ MODELS = Path(__file__).parent / "models"
 TIME_SCALE = 60.0
 ROLE = "arn:aws:iam::123456789012:role/test"
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+# The scikit-learn image imports SAGEMAKER_PROGRAM from SAGEMAKER_SUBMIT_DIRECTORY and has no default for
+# either: code/inference.py of model.tar.gz is served only with these (on AWS as on the emulator).
+SCRIPT_ENV = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +126,8 @@ def create_deployment(clients: Clients, tmp_path: Path, model: str | Path = "beh
     for topic in (success, error):
         clients.sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
     clients.sagemaker.create_model(ModelName=name, ExecutionRoleArn=ROLE,
-                                   PrimaryContainer={"Image": IMAGE, "ModelDataUrl": model_url})
+                                   PrimaryContainer={"Image": IMAGE, "ModelDataUrl": model_url,
+                                                     "Environment": SCRIPT_ENV})
     output = {"S3OutputPath": f"s3://{bucket}/out",
               "NotificationConfig": {"SuccessTopic": success, "ErrorTopic": error,
                                      "IncludeInferenceResponseIn": list(include_response)}}

@@ -39,13 +39,14 @@ def post(url: str, name: str, headers: dict, body: bytes = b"") -> tuple[int, di
 
 @pytest.fixture(scope="module")
 def endpoint(request, clients, tmp_path_factory):
-    from .conftest import IMAGE, ROLE, make_bucket, upload_model
+    from .conftest import IMAGE, ROLE, SCRIPT_ENV, make_bucket, upload_model
 
     bucket = make_bucket(clients)
     model_url = upload_model(clients, bucket, "behaviours", tmp_path_factory.mktemp("pkg"))
     name = "validation-endpoint"
     clients.sagemaker.create_model(ModelName=name, ExecutionRoleArn=ROLE,
-                                   PrimaryContainer={"Image": IMAGE, "ModelDataUrl": model_url})
+                                   PrimaryContainer={"Image": IMAGE, "ModelDataUrl": model_url,
+                                                     "Environment": SCRIPT_ENV})
     clients.sagemaker.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
         "VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large",
         "InitialInstanceCount": 1}], AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": f"s3://{bucket}/o"}})

@@ -71,6 +71,9 @@ def test_deploy_sends_exactly_what_aws_needs(aws_target, estimator):
     model = params["CreateModel"]
     assert model["ExecutionRoleArn"] == ROLE and model["PrimaryContainer"]["Image"] == IMAGE
     assert model["PrimaryContainer"]["ModelDataUrl"].endswith(f"/{ep.name}/model/model.tar.gz")
+    # the scikit-learn image imports nothing by default: it must be told where code/inference.py is
+    assert model["PrimaryContainer"]["Environment"] == {"SAGEMAKER_PROGRAM": "inference.py",
+                                                        "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
     config = params["CreateEndpointConfig"]
     assert config["AsyncInferenceConfig"] == {
         "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 8},
