@@ -1,7 +1,10 @@
 """Packaging a model as SageMaker's ``model.tar.gz``, and unpacking one for a local endpoint instance.
 
 A model.tar.gz holds at its root the artifacts the handler's ``model_fn`` loads and ``code/inference.py``,
-the handler (sagemaker-inference-toolkit conventions); SageMaker unpacks it to ``/opt/ml/model``.
+the handler (sagemaker-inference-toolkit conventions); SageMaker unpacks it to ``/opt/ml/model``. AWS's
+scikit-learn image imports the handler only when the model's Environment names it:
+``SAGEMAKER_PROGRAM=inference.py`` and ``SAGEMAKER_SUBMIT_DIRECTORY=/opt/ml/model/code``
+(``mf_sm_async.images.SCRIPT_IN_MODEL_ENV``; ``AsyncEndpoint.deploy`` sets them).
 
 Packing is deterministic: members sorted by name, mtime 0, uid/gid 0, no owner names, normalised modes,
 gzip header without name or time. The same input bytes give the same archive bytes, so the archive's

@@ -22,7 +22,8 @@ A ``requirements.txt`` in the code directory is installed first, as the framewor
 Mapping other images to local commands
 --------------------------------------
 
-The daemon reads the mapping at every CreateEndpoint / UpdateEndpoint (no restart needed) from
+The daemon reads the mapping whenever it starts instances (CreateEndpoint, UpdateEndpoint, scaling out),
+so an edit needs no restart, from
 
 1. ``$MF_SM_ASYNC_IMAGE_COMMANDS`` in the daemon's environment: a JSON object, and
 2. the JSON file ``$MF_SM_ASYNC_IMAGES_FILE`` (default ``$MF_SM_ASYNC_HOME/images.json``, i.e.
@@ -116,7 +117,7 @@ def no_mapping_reason(uri: str) -> str:
     example = json.dumps({uri: "python -m my_server --port {port} --model-dir {model_dir}"})
     return (f"The emulator cannot run image '{uri}': it serves the sagemaker-xgboost and sagemaker-scikit-learn "
             f"images itself and any other image through a local command mapped to it, and none is. Add one to "
-            f"{images_file()} (read at each CreateEndpoint), e.g. {example} "
+            f"{images_file()} (read whenever instances start), e.g. {example} "
             f"- or set {IMAGE_COMMANDS_ENV} to such a JSON object in the daemon's environment - where the "
             "command serves GET /ping and POST /invocations on 127.0.0.1:{port}; then delete and create the "
             "endpoint again.")
@@ -127,8 +128,9 @@ def _model_server(python: str, model_dir: Path, *options: str) -> Launch:
                    *options), cwd=model_dir)
 
 
-def _code_dir(env: dict, model_dir: Path, unpack: Callable[[str, str], Path], framework: str) -> Path:
+def _code_dir(env: dict, model_dir: Path, unpack: Callable[[str, str], Path], kind: str) -> Path:
     """Where SAGEMAKER_SUBMIT_DIRECTORY puts the entry point, locally."""
+    framework = {SKLEARN: "scikit-learn", XGBOOST: "XGBoost"}[kind]
     submit = env.get("SAGEMAKER_SUBMIT_DIRECTORY")
     if not env.get("SAGEMAKER_PROGRAM"):
         raise InstanceFailed(

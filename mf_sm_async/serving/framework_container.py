@@ -137,6 +137,7 @@ def default_output_fn(prediction, accept):
     return encode(prediction, accept), accept
 
 
+DISPLAY_NAMES = {"sklearn": "scikit-learn", "xgboost": "XGBoost"}
 DEFAULTS = {
     "sklearn": {"model_fn": _no_model_fn, "input_fn": sklearn_input_fn, "predict_fn": sklearn_predict_fn,
                 "output_fn": default_output_fn},
@@ -165,8 +166,8 @@ class ScriptMode:
         program = os.environ.get("SAGEMAKER_PROGRAM")
         if not program:
             raise DeployError(
-                f"the {framework} framework container has no entry point: SAGEMAKER_PROGRAM is not set (its "
-                "server imports that module and has no default)",
+                f"the {DISPLAY_NAMES[framework]} framework container has no entry point: SAGEMAKER_PROGRAM is not "
+                "set (its server imports that module and has no default)",
                 hint="set the model's Environment SAGEMAKER_PROGRAM=inference.py and SAGEMAKER_SUBMIT_DIRECTORY="
                      "/opt/ml/model/code (code/ in model.tar.gz) or s3://.../sourcedir.tar.gz")
         name = program[:-3] if program.endswith(".py") else program
