@@ -187,17 +187,18 @@ def plan_launch(image_uri: str | None, env: dict, model_data_url: str | None,
 # A mapped command runs under this small supervisor: the command is not ours, so it does not watch the
 # daemon the way our model server does; the supervisor does, and takes the command down with it.
 
-def _supervise(argv: list[str]) -> int:
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel kills it when the (single-threaded) supervisor dies, even by
+    SIGKILL (PR_SET_PDEATHSIG; Linux only: elsewhere only a supervisor that exits cleanly stops it)."""
     import ctypes
 
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _supervise(argv: list[str]) -> int:
     parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def die_with_supervisor():  # runs in the child: the kernel kills it when this (single-threaded) process dies
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
     try:
-        child = subprocess.Popen(argv, preexec_fn=die_with_supervisor)
+        child = subprocess.Popen(argv, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     except OSError as exc:
         print(f"model server failed: cannot run {argv[0]!r}: {exc}", file=sys.stderr, flush=True)
         return 3
