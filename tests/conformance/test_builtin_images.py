@@ -7,7 +7,8 @@ locally, in the format the real container writes.
 - built-in XGBoost (``sagemaker-xgboost:<version>``): pickled / JSON / UBJSON boosters, CSV and libsvm
   requests (a leading label in libsvm), CSV and JSON responses, the S3 object's Content-Type and the
   container's libsvm default when a request names none, selectable output as JSON Lines, the old images'
-  comma-separated answer, and the container's refusals (JSON is not a request type);
+  comma-separated answer, and the container's refusals (JSON is not a request type); with
+  ``SAGEMAKER_PROGRAM``, script mode from a ``sourcedir.tar.gz`` with XGBoost's default functions;
 - the scikit-learn image with an entry point from a ``sourcedir.tar.gz`` in S3 (the container's default
   input / predict / output functions), and with ``code/`` inside model.tar.gz;
 - images the emulator cannot run: Failed with a FailureReason saying how to map one; and a mapped one.
@@ -199,7 +200,7 @@ def binary_booster(data):
                      20)
 
 
-def save_booster(booster, fmt: str, folder: Path) -> bytes:
+def save_booster(booster, fmt: str) -> bytes:
     if fmt == "pickle":
         import pickle
 
@@ -208,7 +209,7 @@ def save_booster(booster, fmt: str, folder: Path) -> bytes:
 
 
 def xgboost_model(clients, bucket, booster, fmt: str, tmp_path: Path) -> str:
-    archive = tarball(tmp_path / f"xgb-{fmt}.tar.gz", {"xgboost-model": save_booster(booster, fmt, tmp_path)})
+    archive = tarball(tmp_path / f"xgb-{fmt}.tar.gz", {"xgboost-model": save_booster(booster, fmt)})
     clients.s3.upload_file(str(archive), bucket, f"models/xgb-{fmt}/model.tar.gz")
     return f"s3://{bucket}/models/xgb-{fmt}/model.tar.gz"
 
@@ -310,6 +311,29 @@ def test_xgboost_images_before_1_5_answer_one_comma_separated_line_and_read_libs
     for outcome in outcomes:
         assert outcome.ok, outcome.body
         assert [float(v) for v in outcome.body.decode().split(",")] == expected
+
+
+def test_xgboost_image_with_an_entry_point_runs_script_mode_with_xgboosts_defaults(clients, data, tmp_path):
+    features, _ = data
+    booster = binary_booster(data)
+    rows = features[:20]
+    expected = booster.predict(xgb.DMatrix(rows))
+    bucket = make_bucket(clients)
+    model_url = xgboost_model(clients, bucket, booster, "json", tmp_path)
+    clients.s3.upload_file(str(tarball(tmp_path / "sourcedir.tar.gz",
+                                       {"entry.py": MODELS / "xgboost_entry_point" / "entry.py"})),
+                           bucket, "code/sourcedir.tar.gz")
+    outcomes = async_guide(clients, bucket, image=XGBOOST_IMAGE.format(version="1.7-1"), model_url=model_url,
+                           environment={"SAGEMAKER_PROGRAM": "entry.py",
+                                        "SAGEMAKER_SUBMIT_DIRECTORY": f"s3://{bucket}/code/sourcedir.tar.gz"},
+                           requests=[
+        Request(as_csv(rows), content_type="text/csv"),  # Accept defaults to JSON in script mode
+        Request(as_libsvm(rows, [1] * len(rows), one_based=True), content_type="text/libsvm", accept="text/csv"),
+        Request(json.dumps(rows.tolist()).encode(), content_type="application/json"),
+    ])
+    assert outcomes[0].ok and json.loads(outcomes[0].body) == expected.tolist()
+    assert outcomes[1].ok and outcomes[1].body.decode().split() == [str(v) for v in expected]  # float32 text
+    assert not outcomes[2].ok and json.loads(outcomes[2].body)["error"] == "UnsupportedFormatError"
 
 
 # --------------------------------------------------------------------------------------------------
