@@ -312,7 +312,7 @@ def _fail(message: str, code: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mf_sm_async.local.model_server", description=__doc__.split("\n")[0])
-    parser.add_argument("--model-dir", required=True, help="an unpacked model.tar.gz holding code/inference.py")
+    parser.add_argument("--model-dir", required=True, help="an unpacked model.tar.gz (SageMaker's /opt/ml/model)")
     parser.add_argument("--port", type=int, required=True, help="TCP port; 0 picks a free one")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--container", choices=CONTAINERS, default="inference-toolkit",
