@@ -15,8 +15,11 @@ Payload formats (every column of the frame is a model feature, the index is not 
 Numbers are written so that the handler reads back the same values: floats in their shortest round-trip
 form (at most 17 significant digits) and always with a ``.`` or an exponent, so ``2.0`` stays a float;
 NaN and infinities as ``NaN``, ``Infinity`` and ``-Infinity`` (the tokens Python's json writes and reads;
-strict parsers reject them). Strings are UTF-8, unescaped; datetimes are ISO 8601 strings; missing values
-in non-numeric columns are ``null``. A nullable integer or boolean column that holds missing values is
+strict parsers reject them). Strings are UTF-8, unescaped; datetimes and timedeltas are ISO 8601 strings (``"P0DT0H0M1S"``);
+missing values in non-numeric columns are ``null``. Anything else is refused before any upload with a
+``ConfigError`` naming the column and its dtype: complex numbers (no JSON, CSV or npy form), Python objects
+that are not JSON values (sets, Decimal, your own classes), bytes, and strings that are not valid Unicode
+(lone surrogates); CSV and npy take numbers and booleans only. A nullable integer or boolean column that holds missing values is
 written as floats with NaN, which is what the handler makes of a null in a numeric row anyway.
 
 Example::
@@ -229,12 +232,13 @@ def _object_tokens(columns: pd.DataFrame) -> np.ndarray:
     tokens = np.empty(columns.shape, dtype=object)
     for position, (name, column) in enumerate(columns.items()):
         missing = column.isna().to_numpy()
+        values = column.astype(object).tolist()
         try:
-            texts = ["null" if gone else _dumps(value) for value, gone in zip(column.astype(object).tolist(), missing)]
+            texts = ["null" if gone else _dumps(value) for value, gone in zip(values, missing)]
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"frame[{name!r}]", f"values of type {str(column.dtype)}",
-                              "JSON values: numbers, strings, booleans, None, datetimes, lists and dicts of them",
-                              hint=str(exc)) from None
+            raise ConfigError(f"frame[{name!r}].dtype", str(column.dtype),
+                              "JSON values: numbers, strings (valid Unicode), booleans, None, datetimes, timedeltas, "
+                              "lists and dicts of them", hint=f"{exc}; convert the column first") from None
         tokens[:, position] = texts
     return tokens
 
@@ -244,6 +248,11 @@ def _dumps(value) -> str:
     if not text.isascii():
         for char, escaped in _LINE_BREAKS.items():
             text = text.replace(char, escaped)
+        try:  # a lone surrogate (bytes decoded with errors="surrogateescape") has no UTF-8 form
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{value!r} is not valid Unicode text ({exc.reason}): decode the source bytes with "
+                             "their real encoding") from None
     return text
 
 
@@ -387,7 +396,13 @@ def _parquet_payload(frame: pd.DataFrame) -> bytes:
     try:
         table = pa.Table.from_pandas(frame.set_axis(names, axis=1), preserve_index=False)
     except (pa.ArrowException, TypeError, ValueError) as exc:
-        raise ConfigError("content_type", PARQUET, f"{JSONLINES} for columns pyarrow cannot store",
+        for name, column in frame.items():  # name the column pyarrow cannot store
+            try:
+                pa.Table.from_pandas(column.to_frame(str(name)), preserve_index=False)
+            except (pa.ArrowException, TypeError, ValueError) as column_error:
+                raise ConfigError(f"frame[{name!r}].dtype", str(column.dtype), f"a dtype pyarrow can store for {PARQUET}",
+                                  hint=f"pyarrow: {column_error}; convert the column first") from None
+        raise ConfigError("content_type", PARQUET, f"{JSONLINES} for frames pyarrow cannot store",
                           hint=f"pyarrow: {exc}") from None
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
