@@ -123,10 +123,15 @@ class ObjectStore:
                 out.write(chunk)
 
     def put(self, bucket: str, key: str, data: bytes | BinaryIO, content_type: str | None = None,
-            length: int | None = None) -> None:
+            length: int | None = None, kms_key_id: str | None = None) -> None:
+        """Write an object; with ``kms_key_id`` as SSE-KMS, as SageMaker writes outputs under an
+        OutputConfig.KmsKeyId (HeadObject then reports ServerSideEncryption aws:kms and the key)."""
         headers = {"Content-Length": str(len(data) if isinstance(data, bytes) else length)}
         if content_type:
             headers["Content-Type"] = content_type
+        if kms_key_id:
+            headers["x-amz-server-side-encryption"] = "aws:kms"
+            headers["x-amz-server-side-encryption-aws-kms-key-id"] = kms_key_id
         response = self._request("PUT", bucket, key, body=data, headers=headers)
         detail = response.read()
         if response.status != 200:
