@@ -326,3 +326,39 @@ class BatchSpec:
     @classmethod
     def from_kwargs(cls, **kwargs: object) -> "BatchSpec":
         return _from_kwargs(cls, kwargs)
+
+
+@dataclass(frozen=True)
+class InvokeSpec:
+    """The options of ``AsyncEndpoint.invoke_async``, checked before the payload is uploaded.
+
+    >>> InvokeSpec(content_type="image/jpeg").request_ttl_seconds
+    3600
+    """
+
+    content_type: str | None = None
+    accept: str | None = None
+    custom_attributes: str | None = None
+    inference_id: str | None = None
+    request_ttl_seconds: int = 3600
+    invocation_timeout_seconds: int = 900
+
+    def __post_init__(self) -> None:
+        for name in ("content_type", "accept"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and len(value) <= 1024 and _MEDIA_TYPE.fullmatch(value)):
+                raise ConfigError(name, value, "None or a MIME type such as 'application/json' (visible ASCII, "
+                                               "at most 1024 characters)")
+        if self.custom_attributes is not None and not (
+                isinstance(self.custom_attributes, str) and len(self.custom_attributes) <= 1024
+                and re.fullmatch(r"[\x20-\x7e\t]*", self.custom_attributes)):
+            raise ConfigError("custom_attributes", self.custom_attributes, "None or at most 1024 visible ASCII characters")
+        if self.inference_id is not None and not (isinstance(self.inference_id, str)
+                                                  and re.fullmatch(r"[\x20-\x7e]{1,64}", self.inference_id)):
+            raise ConfigError("inference_id", self.inference_id, "None or 1 to 64 visible ASCII characters")
+        _integer("request_ttl_seconds", self.request_ttl_seconds, 60, 21_600)
+        _integer("invocation_timeout_seconds", self.invocation_timeout_seconds, 1, 3_600)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: object) -> "InvokeSpec":
+        return _from_kwargs(cls, kwargs)

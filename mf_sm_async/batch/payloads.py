@@ -70,6 +70,7 @@ class FramePayloads:
         self.content_type = codecs.check_content_type(spec.content_type)
         self.accept = codecs.check_content_type(spec.accept, "accept") if spec.accept else self.content_type
         self.extension = codecs.payload_extension(self.content_type)
+        codecs.check_frame(frame, self.content_type)  # a column no payload can carry fails before any upload
         self.parts = plan_parts(frame, rows_per_payload=spec.rows_per_payload,
                                 max_payload_bytes=spec.max_payload_bytes, content_type=self.content_type)
 

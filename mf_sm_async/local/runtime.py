@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .clock import Clock
 from .instances import Instance, InstanceFailed, InstanceGone, InvocationTimedOut, tail
-from .invocation import AsyncRequest, parse_s3_uri
+from .invocation import MAX_INPUT_BYTES, AsyncRequest, parse_s3_uri
 from .model_env import model_python
 from .notifications import Notifier, iso_now, test_message
 from .objects import ObjectNotFound, ObjectStore
@@ -34,6 +34,10 @@ DRAIN_SECONDS = 3600  # an instance being scaled in finishes its requests (Invoc
 
 
 @dataclass
+class PayloadTooLarge(Exception):
+    """An InputLocation object over the 1 GB limit."""
+
+
 class Counters:
     received: int = 0
     processed: int = 0
@@ -353,6 +357,10 @@ class EndpointRuntime:
             return request.inline_body, len(request.inline_body), request.content_type
         bucket, key = parse_s3_uri(request.input_location, "inputLocation")
         stream, length, stored_type = self.store.open(bucket, key)
+        if length > MAX_INPUT_BYTES:  # refused before a byte reaches the model
+            stream.close()
+            raise PayloadTooLarge(f"the input is {length:,} bytes; asynchronous inference takes at most "
+                                  f"{MAX_INPUT_BYTES:,} bytes (1 GiB)")
         return stream, length, request.content_type or stored_type
 
     def _process(self, instance: Instance, conn, request: AsyncRequest) -> None:
@@ -360,6 +368,10 @@ class EndpointRuntime:
         self.counters.per_inference_id[request.inference_id] += 1
         try:
             body, length, content_type = self._payload(request)
+        except PayloadTooLarge as exc:
+            self._fail(request, f"{exc}: {request.input_location}".encode(),
+                       f"ClientError: The input payload at {request.input_location} exceeds the 1 GB limit.")
+            return
         except (ObjectNotFound, OSError) as exc:
             self._fail(request, f"Failed to download the input from {request.input_location}: {exc}".encode(),
                        f"ClientError: Failed to download the input payload from {request.input_location}.")
