@@ -112,6 +112,15 @@ class ObjectStore:
             raise ObjectNotFound(f"s3://{bucket}/{key}: HTTP {response.status}")
         return response, int(response.getheader("Content-Length", "0")), response.getheader("Content-Type")
 
+    def abandon(self, response: http.client.HTTPResponse) -> None:
+        """Stop reading an opened object: its connection still carries the rest of the body, so it is
+        closed rather than kept alive for this thread's next request (which would wait behind that body)."""
+        response.close()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
     def get(self, bucket: str, key: str) -> tuple[bytes, str | None]:
         response, _, content_type = self.open(bucket, key)
         return response.read(), content_type

@@ -33,11 +33,11 @@ log = logging.getLogger(__name__)
 DRAIN_SECONDS = 3600  # an instance being scaled in finishes its requests (InvocationTimeoutSeconds <= 3600)
 
 
-@dataclass
 class PayloadTooLarge(Exception):
     """An InputLocation object over the 1 GB limit."""
 
 
+@dataclass
 class Counters:
     received: int = 0
     processed: int = 0
@@ -358,7 +358,7 @@ class EndpointRuntime:
         bucket, key = parse_s3_uri(request.input_location, "inputLocation")
         stream, length, stored_type = self.store.open(bucket, key)
         if length > MAX_INPUT_BYTES:  # refused before a byte reaches the model
-            stream.close()
+            self.store.abandon(stream)
             raise PayloadTooLarge(f"the input is {length:,} bytes; asynchronous inference takes at most "
                                   f"{MAX_INPUT_BYTES:,} bytes (1 GiB)")
         return stream, length, request.content_type or stored_type
