@@ -23,9 +23,10 @@ def _local(args) -> int:
 
     state_dir = args.state_dir
     if args.action == "serve":
-        daemon.serve(state_dir, port=args.port, time_scale=args.time_scale)
+        daemon.serve(state_dir, host=args.host, port=args.port, time_scale=args.time_scale,
+                     allow_remote=args.allow_remote)
     elif args.action == "start":
-        state = daemon.start(state_dir, time_scale=args.time_scale)
+        state = daemon.start(state_dir, time_scale=args.time_scale, host=args.host, allow_remote=args.allow_remote)
         print(state["url"])
     elif args.action == "status":
         state = daemon.status(state_dir)
@@ -96,7 +97,11 @@ def _read_table(path: Path):
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
     if path.suffix == ".csv":
-        return pd.read_csv(path)
+        try:
+            return pd.read_csv(path)
+        except UnicodeDecodeError as exc:
+            raise ConfigError("--input", str(path), "a UTF-8 .csv file",
+                              hint=f"{exc}; re-encode it, e.g. iconv -f latin1 -t utf-8") from None
     raise ConfigError("--input", str(path), "a .parquet or .csv file")
 
 
@@ -142,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--state-dir", type=Path, default=None,
                        help="emulator state directory (default $MF_SM_ASYNC_HOME/local)")
     local.add_argument("--port", type=int, default=0, help="serve: port on 127.0.0.1 (default: a free one)")
+    local.add_argument("--host", default="127.0.0.1",
+                       help="serve / start: address to bind (default 127.0.0.1; a non-loopback one needs --allow-remote)")
+    local.add_argument("--allow-remote", action="store_true",
+                       help="serve / start: allow a non-loopback --host (the emulator has no authentication)")
     local.add_argument("--time-scale", type=float, default=None,
                        help="run TTLs and scaling periods this many times faster (tests)")
     local.set_defaults(func=_local)

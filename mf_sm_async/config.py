@@ -35,6 +35,15 @@ _BUCKET_ALLOWED = ("'s3://bucket[/prefix]' with a bucket name of 3 to 63 lowerca
                    "and hyphens, starting and ending with a letter or digit, no '..', not an IP address")
 _TAGS_ALLOWED = "a dict or an iterable of (key, value) string pairs"
 _TAG_KEY_ALLOWED = "tag keys of 1 to 128 characters, not starting with 'aws:' or 'mf-sm-async:'"
+# What S3's SSEKMSKeyId and SageMaker's OutputConfig.KmsKeyId both take: a key id (or multi-region key id),
+# a key ARN, an alias name or an alias ARN.
+_KMS_KEY = re.compile(r"(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+                      r"|arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[A-Za-z0-9-]{1,128}|alias/[A-Za-z0-9/_-]{1,250})"
+                      r"|alias/[A-Za-z0-9/_-]{1,250}", re.ASCII)
+_KMS_ALLOWED = ("None, a KMS key id ('1234abcd-12ab-34cd-56ef-1234567890ab' or 'mrk-...'), a key ARN "
+                "('arn:aws:kms:<region>:<account>:key/<id>'), an alias ('alias/name') or an alias ARN")
+# A MIME type as the InvokeEndpointAsync headers carry it: visible ASCII, at most 1024 characters.
+_MEDIA_TYPE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+(\s*;[\x20-\x7e]*)?", re.ASCII)
 
 
 def _integer(field: str, value: object, low: int, high: int, high_text: str | None = None) -> int:
@@ -84,6 +93,12 @@ def _s3_prefix(value: object) -> str | None:
         raise ConfigError("s3_prefix", value, "'s3://bucket/prefix' with a prefix that has no leading "
                                               "slash and no control characters")
     return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+
+
+def _kms_key(value: object) -> None:
+    if value is not None and (not isinstance(value, str) or len(value) > 2048 or not _KMS_KEY.fullmatch(value)):
+        raise ConfigError("kms_key_id", value, _KMS_ALLOWED,
+                          hint="the key encrypts every object written to S3 for this endpoint (SSE-KMS)")
 
 
 def _tags(value: object) -> tuple[tuple[str, str], ...]:
@@ -145,6 +160,7 @@ class EndpointSpec:
     scale_in_cooldown_seconds: int = 300
     scale_out_cooldown_seconds: int = 60
     tags: tuple[tuple[str, str], ...] = ()
+    kms_key_id: str | None = None  # SSE-KMS for every object written: model, payloads, journal, outputs
 
     def __post_init__(self) -> None:
         def normalise(field: str, value: object) -> None:
@@ -179,6 +195,7 @@ class EndpointSpec:
         normalise("backlog_per_instance_target",
                   _number("backlog_per_instance_target", self.backlog_per_instance_target, 0, 1_000_000))
         normalise("tags", _tags(self.tags))
+        _kms_key(self.kms_key_id)
 
     @classmethod
     def from_kwargs(cls, **kwargs: object) -> EndpointSpec:
@@ -215,8 +232,10 @@ ON_ERROR_MODES = ("collect", "raise")
 
 @dataclass(frozen=True)
 class BatchSpec:
-    """The options of ``AsyncEndpoint.predict`` (payload sizing and content types are checked by the
-    planner and the codecs, which own them).
+    """The options of ``AsyncEndpoint.predict``, every one checked when the spec is made.
+
+    Frame payloads take the codecs' content types (``mf_sm_async.batch.codecs.CONTENT_TYPES``); with
+    ``payload_column`` any MIME type goes, as each value is sent as it is.
 
     >>> BatchSpec(max_in_flight=8).request_ttl_seconds
     3600
@@ -264,6 +283,41 @@ class BatchSpec:
         if self.custom_attributes is not None and (len(self.custom_attributes) > 1024
                                                    or not self.custom_attributes.isascii()):
             raise ConfigError("custom_attributes", self.custom_attributes, "at most 1024 ASCII characters")
+        if self.run_id is not None:
+            from .batch.run import check_run_id
+
+            check_run_id(self.run_id)
+        self._check_payloads()
+
+    def _check_payloads(self) -> None:
+        """Sizing and content types, here so that a bad one fails before anything is uploaded or invoked
+        (and, in a flow, when the flow starts). The codecs own the list of frame content types."""
+        from .batch.codecs import check_content_type  # pandas: loaded only when a BatchSpec is made
+        from .batch.plan import MAX_PAYLOAD_BYTES, MAX_ROWS_PER_PAYLOAD
+
+        if self.rows_per_payload is not None:
+            _integer("rows_per_payload", self.rows_per_payload, 1, MAX_ROWS_PER_PAYLOAD)
+        if self.max_payload_bytes is not None:
+            _integer("max_payload_bytes", self.max_payload_bytes, 1, MAX_PAYLOAD_BYTES,
+                     f"{MAX_PAYLOAD_BYTES} (1 GiB, SageMaker's largest asynchronous payload)")
+            if self.rows_per_payload is not None:
+                raise ConfigError("max_payload_bytes", self.max_payload_bytes, "None when rows_per_payload is given",
+                                  hint="size payloads by rows_per_payload or by max_payload_bytes, not both")
+        if self.payload_column is None:
+            check_content_type(self.content_type)
+            if self.accept is not None:
+                check_content_type(self.accept, "accept")
+            return
+        for name in ("rows_per_payload", "max_payload_bytes"):
+            if getattr(self, name) is not None:
+                raise ConfigError(name, getattr(self, name), "None when payload_column is given",
+                                  hint="with payload_column each row's value is one invocation")
+        for name in ("content_type", "accept"):
+            value = getattr(self, name)
+            if (value is not None or name == "content_type") and not (
+                    isinstance(value, str) and len(value) <= 1024 and _MEDIA_TYPE.fullmatch(value)):
+                raise ConfigError(name, value, "a MIME type such as 'image/jpeg' or 'application/pdf' "
+                                               "(visible ASCII, at most 1024 characters)")
 
     @property
     def attributes(self) -> str | None:
@@ -271,4 +325,40 @@ class BatchSpec:
 
     @classmethod
     def from_kwargs(cls, **kwargs: object) -> "BatchSpec":
+        return _from_kwargs(cls, kwargs)
+
+
+@dataclass(frozen=True)
+class InvokeSpec:
+    """The options of ``AsyncEndpoint.invoke_async``, checked before the payload is uploaded.
+
+    >>> InvokeSpec(content_type="image/jpeg").request_ttl_seconds
+    3600
+    """
+
+    content_type: str | None = None
+    accept: str | None = None
+    custom_attributes: str | None = None
+    inference_id: str | None = None
+    request_ttl_seconds: int = 3600
+    invocation_timeout_seconds: int = 900
+
+    def __post_init__(self) -> None:
+        for name in ("content_type", "accept"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and len(value) <= 1024 and _MEDIA_TYPE.fullmatch(value)):
+                raise ConfigError(name, value, "None or a MIME type such as 'application/json' (visible ASCII, "
+                                               "at most 1024 characters)")
+        if self.custom_attributes is not None and not (
+                isinstance(self.custom_attributes, str) and len(self.custom_attributes) <= 1024
+                and re.fullmatch(r"[\x20-\x7e\t]*", self.custom_attributes)):
+            raise ConfigError("custom_attributes", self.custom_attributes, "None or at most 1024 visible ASCII characters")
+        if self.inference_id is not None and not (isinstance(self.inference_id, str)
+                                                  and re.fullmatch(r"[\x20-\x7e]{1,64}", self.inference_id)):
+            raise ConfigError("inference_id", self.inference_id, "None or 1 to 64 visible ASCII characters")
+        _integer("request_ttl_seconds", self.request_ttl_seconds, 60, 21_600)
+        _integer("invocation_timeout_seconds", self.invocation_timeout_seconds, 1, 3_600)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: object) -> "InvokeSpec":
         return _from_kwargs(cls, kwargs)

@@ -99,8 +99,10 @@ class Resources:
 
 def endpoint_name(stem: str, digest: str, spec: EndpointSpec) -> str:
     """Readable stem + short hash of the model and its config: at most 63 characters."""
-    config = json.dumps({k: v for k, v in asdict(spec).items() if k not in ("teardown", "target", "name")},
-                        sort_keys=True, default=str)
+    fields = {k: v for k, v in asdict(spec).items() if k not in ("teardown", "target", "name")}
+    if fields.get("kms_key_id") is None:
+        fields.pop("kms_key_id", None)  # names from before the option existed stay the same
+    config = json.dumps(fields, sort_keys=True, default=str)
     short = hashlib.sha256((digest + config).encode()).hexdigest()[:10]
     return f"mfsa-{stem[:46].strip('-')}-{short}"
 
@@ -124,7 +126,8 @@ class AsyncEndpoint:
         return self.resources.name
 
     def _client(self, service: str):
-        return aws.client(service, self.target)
+        # S3 writes carry the endpoint's KMS key (SSE-KMS), whoever makes them: model, payloads, journal, leases
+        return aws.client(service, self.target, kms_key_id=self.spec.kms_key_id if service == "s3" else None)
 
     # creation ----------------------------------------------------------------------------------
     @classmethod
@@ -167,7 +170,9 @@ class AsyncEndpoint:
         arn_parts = described["EndpointArn"].split(":")
         resources = Resources(name=name, bucket=bucket, prefix=prefix.rsplit("/outputs", 1)[0],
                               region=arn_parts[3], account=arn_parts[4])
-        endpoint = cls(resources, EndpointSpec(name=name, teardown="keep"), target=target, owned=False)
+        kms_key_id = described["AsyncInferenceConfig"]["OutputConfig"].get("KmsKeyId")
+        endpoint = cls(resources, EndpointSpec(name=name, teardown="keep", kms_key_id=kms_key_id), target=target,
+                       owned=False)
         return endpoint._hold() if hold else endpoint
 
     def _reusable(self) -> bool:

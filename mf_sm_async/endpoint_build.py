@@ -111,6 +111,8 @@ class _Builder:
     def _config(self) -> None:
         spec = self.ep.spec
         output = {"S3OutputPath": self.r.output_path, "S3FailurePath": self.r.failure_path}
+        if spec.kms_key_id:
+            output["KmsKeyId"] = spec.kms_key_id  # SageMaker encrypts the outputs and failures with it
         if spec.notifications:
             # outputs up to 128 KB ride in the success notification: the engine then needs no download
             output["NotificationConfig"] = {"SuccessTopic": self.r.success_topic, "ErrorTopic": self.r.error_topic,

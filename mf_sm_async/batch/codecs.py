@@ -15,8 +15,11 @@ Payload formats (every column of the frame is a model feature, the index is not 
 Numbers are written so that the handler reads back the same values: floats in their shortest round-trip
 form (at most 17 significant digits) and always with a ``.`` or an exponent, so ``2.0`` stays a float;
 NaN and infinities as ``NaN``, ``Infinity`` and ``-Infinity`` (the tokens Python's json writes and reads;
-strict parsers reject them). Strings are UTF-8, unescaped; datetimes are ISO 8601 strings; missing values
-in non-numeric columns are ``null``. A nullable integer or boolean column that holds missing values is
+strict parsers reject them). Strings are UTF-8, unescaped; datetimes and timedeltas are ISO 8601 strings (``"P0DT0H0M1S"``);
+missing values in non-numeric columns are ``null``. Anything else is refused before any upload with a
+``ConfigError`` naming the column and its dtype: complex numbers (no JSON, CSV or npy form), Python objects
+that are not JSON values (sets, Decimal, your own classes), bytes, and strings that are not valid Unicode
+(lone surrogates); CSV and npy take numbers and booleans only. A nullable integer or boolean column that holds missing values is
 written as floats with NaN, which is what the handler makes of a null in a numeric row anyway.
 
 Example::
@@ -68,6 +71,8 @@ _CHUNKS_PER_THREAD = 4
 # The handler splits JSON Lines with str.splitlines(), which also breaks at these characters; json leaves
 # them raw inside strings, so escape them or a row whose text holds one would arrive as two.
 _LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_JSON_ALLOWED = ("JSON values: numbers, strings (valid Unicode), booleans, None, datetimes, timedeltas, lists and "
+                 "dicts of them")
 _CSV_MISSING = ["nan", "NaN"]  # what the handler's csv writer makes of NaN; "NA" or "None" stay labels
 
 
@@ -122,6 +127,61 @@ def encode_rows(frame: pd.DataFrame, content_type: str = JSONLINES) -> bytes:
     if chunks:
         chunks[-1] = memoryview(chunks[-1])[:-1]  # the comma after the last row
     return b"".join([b"[", *chunks, b"]"])
+
+
+def check_frame(frame: pd.DataFrame, content_type: str = JSONLINES) -> None:
+    """Raise the ConfigError :func:`encode_rows` would raise for some part of ``frame``, naming the column and
+    its dtype, before a run writes or uploads anything. Numeric, datetime and timedelta columns cost nothing;
+    other columns' values are looked at once (their strings in one UTF-8 encode per column).
+
+    >>> import pandas as pd
+    >>> try:
+    ...     check_frame(pd.DataFrame({"z": [1j]}))
+    ... except ConfigError as error:
+    ...     print(error.field, error.value)
+    frame['z'].dtype complex128
+    """
+    media = check_content_type(content_type)
+    if not isinstance(frame, pd.DataFrame):
+        raise ConfigError("frame", type(frame).__name__, "a pandas DataFrame")
+    if media == PARQUET:
+        pa, _ = _parquet_modules()
+        try:
+            pa.Table.from_pandas(frame.set_axis([str(n) for n in frame.columns], axis=1), preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError):
+            _parquet_payload(frame)  # raises, naming the column
+        return
+    for position, (name, dtype) in enumerate(frame.dtypes.items()):
+        if _kind(dtype) != "object" or (dtype.kind in "iufb" and not isinstance(dtype, np.dtype)):
+            continue  # numbers, and pandas' nullable numbers
+        column = frame.iloc[:, [position]]
+        if media in (CSV, NPY):
+            _blocks(column.iloc[:1], media)  # raises, naming the column and its dtype
+        if dtype.kind == "c":
+            raise ConfigError(f"frame[{name!r}].dtype", str(dtype), _JSON_ALLOWED,
+                              hint="complex numbers have no JSON form: send the real and imaginary parts as two "
+                                   "columns")
+        if dtype.kind in "mM":
+            continue  # datetimes and timedeltas always have an ISO 8601 form
+        values = column.iloc[:, 0].dropna().astype(object).tolist()
+        suspects = [v for v in values if type(v) not in (str, int, float, bool)]
+        try:
+            "".join(v for v in values if type(v) is str).encode("utf-8")
+        except UnicodeEncodeError:
+            suspects += [v for v in values if type(v) is str and not _encodes(v)][:1]
+        if suspects:
+            try:
+                _object_tokens(pd.DataFrame({0: pd.Series(suspects, dtype=object)}))
+            except ConfigError as error:
+                raise ConfigError(f"frame[{name!r}].dtype", str(dtype), error.allowed, hint=error.hint) from None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def decode_output(body: bytes, content_type: str, rows: int) -> pd.DataFrame:
@@ -229,12 +289,12 @@ def _object_tokens(columns: pd.DataFrame) -> np.ndarray:
     tokens = np.empty(columns.shape, dtype=object)
     for position, (name, column) in enumerate(columns.items()):
         missing = column.isna().to_numpy()
+        values = column.astype(object).tolist()
         try:
-            texts = ["null" if gone else _dumps(value) for value, gone in zip(column.astype(object).tolist(), missing)]
+            texts = ["null" if gone else _dumps(value) for value, gone in zip(values, missing)]
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"frame[{name!r}]", f"values of type {str(column.dtype)}",
-                              "JSON values: numbers, strings, booleans, None, datetimes, lists and dicts of them",
-                              hint=str(exc)) from None
+            raise ConfigError(f"frame[{name!r}].dtype", str(column.dtype), _JSON_ALLOWED,
+                              hint=f"{exc}; convert the column first") from None
         tokens[:, position] = texts
     return tokens
 
@@ -244,6 +304,11 @@ def _dumps(value) -> str:
     if not text.isascii():
         for char, escaped in _LINE_BREAKS.items():
             text = text.replace(char, escaped)
+        try:  # a lone surrogate (bytes decoded with errors="surrogateescape") has no UTF-8 form
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{value!r} is not valid Unicode text ({exc.reason}): decode the source bytes with "
+                             "their real encoding") from None
     return text
 
 
@@ -387,7 +452,13 @@ def _parquet_payload(frame: pd.DataFrame) -> bytes:
     try:
         table = pa.Table.from_pandas(frame.set_axis(names, axis=1), preserve_index=False)
     except (pa.ArrowException, TypeError, ValueError) as exc:
-        raise ConfigError("content_type", PARQUET, f"{JSONLINES} for columns pyarrow cannot store",
+        for name, column in frame.items():  # name the column pyarrow cannot store
+            try:
+                pa.Table.from_pandas(column.to_frame(str(name)), preserve_index=False)
+            except (pa.ArrowException, TypeError, ValueError) as column_error:
+                raise ConfigError(f"frame[{name!r}].dtype", str(column.dtype), f"a dtype pyarrow can store for {PARQUET}",
+                                  hint=f"pyarrow: {column_error}; convert the column first") from None
+        raise ConfigError("content_type", PARQUET, f"{JSONLINES} for frames pyarrow cannot store",
                           hint=f"pyarrow: {exc}") from None
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)

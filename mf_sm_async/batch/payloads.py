@@ -19,7 +19,7 @@ from boto3.s3.transfer import TransferConfig
 
 from ..errors import ConfigError
 from . import codecs
-from .plan import Part, plan_parts, split_part
+from .plan import MAX_PAYLOAD_BYTES, Part, plan_parts, split_part
 from .run import RunPaths
 
 INLINE_LIMIT = 128_000
@@ -43,6 +43,7 @@ def stage_value(s3, bucket: str, key: str, value, part: Part | None = None) -> S
     ``s3://bucket/key``; an ``s3://`` URI where it is; a local file inline if small, else streamed up."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         body = bytes(value)
+        _check_size(f"payload {key.rsplit('/', 1)[-1]}", len(body))
         if len(body) <= INLINE_LIMIT:
             return Staged(part, body, None, len(body))
         _put(s3, bucket, key, body)
@@ -51,6 +52,7 @@ def stage_value(s3, bucket: str, key: str, value, part: Part | None = None) -> S
     if text.startswith("s3://"):
         return Staged(part, None, text, 0)
     size = os.path.getsize(text)
+    _check_size(text, size)
     if 0 < size <= INLINE_LIMIT:
         return Staged(part, Path(text).read_bytes(), None, size)
     s3.upload_file(text, bucket, key, Config=_TRANSFER)
@@ -68,6 +70,7 @@ class FramePayloads:
         self.content_type = codecs.check_content_type(spec.content_type)
         self.accept = codecs.check_content_type(spec.accept, "accept") if spec.accept else self.content_type
         self.extension = codecs.payload_extension(self.content_type)
+        codecs.check_frame(frame, self.content_type)  # a column no payload can carry fails before any upload
         self.parts = plan_parts(frame, rows_per_payload=spec.rows_per_payload,
                                 max_payload_bytes=spec.max_payload_bytes, content_type=self.content_type)
 
@@ -121,13 +124,26 @@ def _put(s3, bucket: str, key: str, body: bytes) -> None:
         s3.upload_fileobj(io.BytesIO(body), bucket, key, Config=_TRANSFER)
 
 
+def _check_size(field: str, size: int) -> None:
+    """SageMaker takes payloads of up to 1 GB; we read that as 1 GiB (``MAX_PAYLOAD_BYTES``, the same count
+    the emulator enforces) and refuse a bigger one before any byte is uploaded."""
+    if size > MAX_PAYLOAD_BYTES:
+        raise ConfigError(field, f"{size:,} bytes", f"at most {MAX_PAYLOAD_BYTES:,} bytes (1 GiB), the largest payload "
+                          "SageMaker Asynchronous Inference accepts",
+                          hint="split the input into smaller payloads")
+
+
 def check_value(field: str, value) -> None:
-    """What :func:`stage_value` takes, or a ConfigError naming ``field``."""
+    """What :func:`stage_value` takes, or a ConfigError naming ``field`` (also for a payload over 1 GiB)."""
     if isinstance(value, (bytes, bytearray, memoryview)):
+        _check_size(field, memoryview(value).nbytes)
         return
     if isinstance(value, (str, os.PathLike)):
         text = str(value)
-        if text.startswith("s3://") or os.path.isfile(text):
+        if text.startswith("s3://"):
+            return
+        if os.path.isfile(text):
+            _check_size(f"{field} {text}", os.path.getsize(text))
             return
         raise ConfigError(field, text[:200], "bytes, an existing local file path or an s3:// URI")
     raise ConfigError(field, value, "bytes, a local file path or an s3:// URI")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
+from ..config import InvokeSpec
 from ..errors import ModelError, TimeoutError
 from .payloads import _TRANSFER, check_value, stage_value
 from .run import split_s3
@@ -74,6 +75,8 @@ class Invocation:
 def invoke_async(endpoint, io, payload, *, content_type: str | None = None, accept: str | None = None,
                  custom_attributes: str | None = None, inference_id: str | None = None,
                  request_ttl_seconds: int = 3600, invocation_timeout_seconds: int = 900) -> Invocation:
+    # every option checked before the payload is uploaded: a refused request leaves no orphan input in S3
+    InvokeSpec(content_type, accept, custom_attributes, inference_id, request_ttl_seconds, invocation_timeout_seconds)
     s3 = endpoint._client("s3")
     inference_id = inference_id or uuid.uuid4().hex
     request = {"EndpointName": endpoint.name, "InferenceId": inference_id, "RequestTTLSeconds": request_ttl_seconds,

@@ -27,6 +27,46 @@ from ..errors import TargetError
 
 STATE_FILE = "state.json"
 LOOPBACK = "127.0.0.1"
+# The daemon and its model servers need no AWS credentials (the emulator checks none), so a user's real
+# ones never reach them: a model's code, its log, or a crash dump cannot show what it never had.
+CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+                        "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                        "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+                        "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_SHARED_CREDENTIALS_FILE",
+                        "AWS_CONFIG_FILE")
+
+
+def without_credentials(environ: dict) -> dict:
+    """``environ`` without AWS credentials or the means to find them."""
+    return {k: v for k, v in environ.items() if k not in CREDENTIAL_VARIABLES}
+
+
+def check_host(host: str, allow_remote: bool = False) -> str:
+    """``host`` if it is a loopback address (or ``allow_remote``); else a ConfigError saying how to allow it.
+
+    The emulator has no authentication and its control API kills processes and arms faults: reachable
+    from another machine, anyone there could use it.
+
+    >>> check_host("127.0.0.1")
+    '127.0.0.1'
+    """
+    import ipaddress
+    import socket
+
+    from ..errors import ConfigError
+
+    if not isinstance(host, str) or not host:
+        raise ConfigError("--host", host, "a host name or IP address, e.g. 127.0.0.1")
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError as exc:
+        raise ConfigError("--host", host, "a host name or IP address this machine has", hint=str(exc)) from None
+    loopback = addresses and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+    if not loopback and not allow_remote:
+        raise ConfigError("--host", host, "a loopback address (127.0.0.1, ::1, localhost) unless --allow-remote "
+                          "is given", hint=f"the emulator has no authentication: `--host {host} --allow-remote` "
+                          "exposes it (and its fault API) to every machine that can reach this one")
+    return host
 
 
 def default_state_dir() -> Path:
@@ -81,8 +121,12 @@ def status(state_dir: Path | None = None) -> dict | None:
     return None
 
 
-def start(state_dir: Path | None = None, *, time_scale: float | None = None, timeout: float = 60.0) -> dict:
-    """Return the state of a healthy daemon, starting one (detached, own session) if none runs."""
+def start(state_dir: Path | None = None, *, time_scale: float | None = None, timeout: float = 60.0,
+          host: str = LOOPBACK, allow_remote: bool = False) -> dict:
+    """Return the state of a healthy daemon, starting one (detached, own session) if none runs.
+
+    ``host``: the address to bind, loopback unless ``allow_remote`` (see :func:`check_host`)."""
+    check_host(host, allow_remote)
     state_dir = Path(state_dir or default_state_dir())
     with _locked(state_dir / "start.lock"):
         running = status(state_dir)
@@ -92,9 +136,12 @@ def start(state_dir: Path | None = None, *, time_scale: float | None = None, tim
         command = [sys.executable, "-m", "mf_sm_async.local.daemon", "serve", "--state-dir", str(state_dir)]
         if time_scale is not None:
             command += ["--time-scale", str(time_scale)]
+        if host != LOOPBACK:
+            command += ["--host", host] + (["--allow-remote"] if allow_remote else [])
         with open(state_dir / "daemon.log", "ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True, close_fds=True)
+                                       start_new_session=True, close_fds=True,
+                                       env=without_credentials(os.environ))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -131,9 +178,13 @@ def stop(state_dir: Path | None = None, timeout: float = 20.0) -> bool:
 
 
 def serve(state_dir: Path | None = None, *, host: str = LOOPBACK, port: int = 0,
-          time_scale: float = 1.0) -> None:
-    """Run the emulator in the foreground until SIGINT / SIGTERM."""
+          time_scale: float = 1.0, allow_remote: bool = False) -> None:
+    """Run the emulator in the foreground until SIGINT / SIGTERM; ``host`` as for :func:`start`."""
     import logging
+
+    check_host(host, allow_remote)
+    for name in CREDENTIAL_VARIABLES:  # `local serve` in a shell that has them: model servers inherit os.environ
+        os.environ.pop(name, None)
 
     from .server import Emulator, EmulatorServer  # heavy (moto): only in the daemon process
 
@@ -173,10 +224,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=["serve"])
     parser.add_argument("--state-dir", type=Path, default=None)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--host", default=LOOPBACK)
+    parser.add_argument("--allow-remote", action="store_true")
     parser.add_argument("--time-scale", type=float,
                         default=float(os.environ.get("MF_SM_ASYNC_TIME_SCALE", "1")))
     args = parser.parse_args(argv)
-    serve(args.state_dir, port=args.port, time_scale=args.time_scale)
+    serve(args.state_dir, host=args.host, port=args.port, time_scale=args.time_scale, allow_remote=args.allow_remote)
 
 
 if __name__ == "__main__":

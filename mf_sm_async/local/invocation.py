@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from .wire import validation_error
 
 INLINE_BODY_LIMIT = 128_000
+# "up to 1 GB": read as 1 GiB, the count mf_sm_async.batch.plan.MAX_PAYLOAD_BYTES enforces client side
+MAX_INPUT_BYTES = 1 << 30
 DEFAULT_TTL_SECONDS = 21_600
 DEFAULT_INVOCATION_TIMEOUT_SECONDS = 900
 

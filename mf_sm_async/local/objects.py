@@ -112,6 +112,15 @@ class ObjectStore:
             raise ObjectNotFound(f"s3://{bucket}/{key}: HTTP {response.status}")
         return response, int(response.getheader("Content-Length", "0")), response.getheader("Content-Type")
 
+    def abandon(self, response: http.client.HTTPResponse) -> None:
+        """Stop reading an opened object: its connection still carries the rest of the body, so it is
+        closed rather than kept alive for this thread's next request (which would wait behind that body)."""
+        response.close()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
     def get(self, bucket: str, key: str) -> tuple[bytes, str | None]:
         response, _, content_type = self.open(bucket, key)
         return response.read(), content_type
@@ -123,10 +132,15 @@ class ObjectStore:
                 out.write(chunk)
 
     def put(self, bucket: str, key: str, data: bytes | BinaryIO, content_type: str | None = None,
-            length: int | None = None) -> None:
+            length: int | None = None, kms_key_id: str | None = None) -> None:
+        """Write an object; with ``kms_key_id`` as SSE-KMS, as SageMaker writes outputs under an
+        OutputConfig.KmsKeyId (HeadObject then reports ServerSideEncryption aws:kms and the key)."""
         headers = {"Content-Length": str(len(data) if isinstance(data, bytes) else length)}
         if content_type:
             headers["Content-Type"] = content_type
+        if kms_key_id:
+            headers["x-amz-server-side-encryption"] = "aws:kms"
+            headers["x-amz-server-side-encryption-aws-kms-key-id"] = kms_key_id
         response = self._request("PUT", bucket, key, body=data, headers=headers)
         detail = response.read()
         if response.status != 200:

@@ -38,6 +38,11 @@ class EndpointSettings:
         return out.get("S3FailurePath") or out["S3OutputPath"]
 
     @property
+    def kms_key_id(self) -> str | None:
+        """OutputConfig.KmsKeyId: outputs and failures are written encrypted with it."""
+        return ((self.async_config or {}).get("OutputConfig") or {}).get("KmsKeyId") or None
+
+    @property
     def notification(self) -> dict:
         if not self.async_config:
             return {}
@@ -71,7 +76,7 @@ class ResultWriter:
         location = output_location(settings, request)
         bucket, key = parse_s3_uri(location, "outputLocation")
         try:
-            self.store.put(bucket, key, body, content_type)
+            self.store.put(bucket, key, body, content_type, kms_key_id=settings.kms_key_id)
         except Exception as exc:
             log.warning("could not write the output of %s to %s: %s", request.inference_id, location, exc)
             return False
@@ -84,7 +89,8 @@ class ResultWriter:
         location = failure_location(settings, request)
         bucket, key = parse_s3_uri(location, "failureLocation")
         try:
-            self.store.put(bucket, key, body, content_type or "text/plain; charset=utf-8")
+            self.store.put(bucket, key, body, content_type or "text/plain; charset=utf-8",
+                           kms_key_id=settings.kms_key_id)
         except Exception as exc:
             log.error("could not write the failure of %s to %s: %s", request.inference_id, location, exc)
         self._notify(settings, request, "ErrorTopic", "ERROR_NOTIFICATION_TOPIC", content_type,

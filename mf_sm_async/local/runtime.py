@@ -22,7 +22,7 @@ from pathlib import Path
 from .clock import Clock
 from .containers import ContainerUnavailable, plan_launch
 from .instances import Instance, InstanceFailed, InstanceGone, InvocationTimedOut, Launch, tail
-from .invocation import AsyncRequest, parse_s3_uri
+from .invocation import MAX_INPUT_BYTES, AsyncRequest, parse_s3_uri
 from .notifications import Notifier, iso_now, test_message
 from .objects import ObjectNotFound, ObjectStore
 from .results import EndpointSettings, ResultWriter
@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 # rclone-backed S3: application/octet-stream): no type declared.
 UNDECLARED_S3_TYPES = ("binary/octet-stream", "application/octet-stream")
 DRAIN_SECONDS = 3600  # an instance being scaled in finishes its requests (InvocationTimeoutSeconds <= 3600)
+
+
+class PayloadTooLarge(Exception):
+    """An InputLocation object over the 1 GB limit."""
 
 
 @dataclass
@@ -362,6 +366,10 @@ class EndpointRuntime:
             return request.inline_body, len(request.inline_body), request.content_type
         bucket, key = parse_s3_uri(request.input_location, "inputLocation")
         stream, length, stored_type = self.store.open(bucket, key)
+        if length > MAX_INPUT_BYTES:  # refused before a byte reaches the model
+            self.store.abandon(stream)
+            raise PayloadTooLarge(f"the input is {length:,} bytes; asynchronous inference takes at most "
+                                  f"{MAX_INPUT_BYTES:,} bytes (1 GiB)")
         if stored_type and stored_type.split(";")[0].strip().lower() in UNDECLARED_S3_TYPES:
             stored_type = None
         return stream, length, request.content_type or stored_type
@@ -371,6 +379,10 @@ class EndpointRuntime:
         self.counters.per_inference_id[request.inference_id] += 1
         try:
             body, length, content_type = self._payload(request)
+        except PayloadTooLarge as exc:
+            self._fail(request, f"{exc}: {request.input_location}".encode(),
+                       f"ClientError: The input payload at {request.input_location} exceeds the 1 GB limit.")
+            return
         except (ObjectNotFound, OSError) as exc:
             self._fail(request, f"Failed to download the input from {request.input_location}: {exc}".encode(),
                        f"ClientError: Failed to download the input payload from {request.input_location}.")

@@ -49,6 +49,15 @@ def _slow_down(start_response):
     return [body]
 
 
+def _from_loopback(environ: dict) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address((environ.get("REMOTE_ADDR") or "").split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def _read_body(environ: dict) -> bytes:
     length = int(environ.get("CONTENT_LENGTH") or 0)
     return environ["wsgi.input"].read(length) if length else b""
@@ -104,6 +113,8 @@ class Emulator:
         method = environ.get("REQUEST_METHOD", "GET")
         try:
             if path.startswith(control_api.PREFIX):
+                if not _from_loopback(environ):  # even with --allow-remote: it kills processes, arms faults
+                    raise AwsError("AccessDenied", "the emulator's control API answers loopback clients only", 403)
                 return control_api.handle(self, path[len(control_api.PREFIX):], method, _read_body(environ),
                                           start_response)
             if is_s3_request(environ):
@@ -219,7 +230,9 @@ class EmulatorServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """Where clients on this machine reach it (a wildcard bind is reached on loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def serve_forever(self) -> None:
         self._server.serve()
