@@ -6,6 +6,9 @@
 - SQS: moto computes "now" through naive datetimes on every visibility check, and SendMessage computes all
   queue attributes (an O(messages) scan), so each SNS -> SQS delivery cost milliseconds once a queue held a
   few thousand notifications. The same epoch milliseconds from ``time.time()`` make that scan ~20x cheaper.
+- SageMaker DescribeModel: moto answers ``"VpcConfig": {}`` and ``"Containers": []`` for a model made without
+  them; AWS leaves absent members out, and the sagemaker SDK v3 (``ModelBuilder.build`` reads the model back
+  into a pydantic shape) rejects an empty VpcConfig as missing its required Subnets / SecurityGroupIds.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 
 import moto.sqs.models as sqs_models
 from moto.sagemaker.models import FakeEndpointConfig
+from moto.sagemaker.models import Model as FakeModel
 
 _applied = False
 
@@ -31,6 +35,11 @@ def _unix_time_millis(dt=None) -> float:
 
 
 _moto_unix_time = sqs_models.unix_time
+_moto_model_response = FakeModel.response_object.fget
+
+
+def _model_response_without_empty_members(self) -> dict:
+    return {k: v for k, v in _moto_model_response(self).items() if v != {} and v != []}
 
 
 def apply() -> None:
@@ -40,4 +49,5 @@ def apply() -> None:
     FakeEndpointConfig.validate_instance_type = _accept_any_instance_type
     sqs_models.unix_time = _unix_time
     sqs_models.unix_time_millis = _unix_time_millis
+    FakeModel.response_object = property(_model_response_without_empty_members)
     _applied = True
