@@ -8,14 +8,12 @@ DefaultS3Bucket``), and then the SDK asks STS nothing: it only looks the bucket 
 and creates it when missing. The same file sets ``TelemetryOptOut`` (the SDK otherwise sends a usage ping
 to a fixed S3 host after its decorated calls).
 
-v3 also checks the execution role client side before CreateModel (``iam:SimulatePrincipalPolicy``, which
-moto does not implement, then the role's trust policy, so a role that exists only in the user's real
-account fails). The emulator runs nothing as that role and enforces no IAM, so there is nothing for the check
-to protect: ``SAGEMAKER_VALIDATE_ROLE=false`` (the SDK's own switch) turns it off.
-
-``mf-sm-async local env`` exports ``SAGEMAKER_USER_CONFIG_OVERRIDE`` naming this file (written under the
-emulator's state directory). While that is set the user's own ``~/.config/sagemaker/config.yaml`` is not
-read; the admin config (``/etc/xdg/sagemaker/config.yaml``) still is.
+v3 also checks the execution role client side before CreateModel (``iam:SimulatePrincipalPolicy`` on the role,
+then its trust policy). The emulator answers both (see :mod:`.moto_patches`), but the role a user's code names
+exists in their real account, not in the emulator's IAM, so the check would refuse it; and the emulator runs
+nothing as that role and enforces no IAM, so there is nothing for the check to protect.
+``SAGEMAKER_VALIDATE_ROLE=false`` (the SDK's own switch) turns it off; unset it to check a role created in the
+emulator.
 """
 
 from __future__ import annotations

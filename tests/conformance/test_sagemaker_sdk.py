@@ -142,6 +142,48 @@ def test_model_builder_deploys_the_xgboost_image_async_and_invoke_async_scores_l
         boto_session.client("sagemaker").describe_endpoint(EndpointName=endpoint.endpoint_name)
 
 
+def test_without_the_sdk_config_from_local_env_the_sdk_would_ask_sts_on_its_fixed_host(sdk, monkeypatch, offline):
+    """Why `local env` exports SAGEMAKER_USER_CONFIG_OVERRIDE: AWS_ENDPOINT_URL alone does not keep the SDK local."""
+    monkeypatch.delenv("SAGEMAKER_USER_CONFIG_OVERRIDE")
+    session = Session(boto_session=boto3.Session())
+    with pytest.raises(Exception, match="sts.us-east-1.amazonaws.com"):
+        session.default_bucket()
+    assert set(offline) == {"sts.us-east-1.amazonaws.com"}
+    offline.clear()  # seen and asserted here; the fixture's own check covers the rest of the test
+
+
+def test_model_builder_role_check_runs_against_the_emulators_iam_when_switched_back_on(sdk, monkeypatch, tmp_path):
+    """`local env` turns the SDK's role check off (a user's role is not in the emulator's IAM); switched back on,
+    it checks a role made in the emulator: permissions by SimulatePrincipalPolicy, then the trust policy."""
+    from sagemaker.core.helper.iam_role_resolver import RoleValidationError
+    from sagemaker.serve.model_builder import ModelBuilder
+
+    boto_session, session = sdk
+    monkeypatch.delenv("SAGEMAKER_VALIDATE_ROLE")
+    iam, name = boto_session.client("iam"), f"sdk-v3-{uuid.uuid4().hex[:8]}"
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                     "Principal": {"Service": "sagemaker.amazonaws.com"}}]}
+    roles = {}
+    for kind, statement in (("full", {"Effect": "Allow", "Action": "*", "Resource": "*"}),
+                            ("narrow", {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"})):
+        roles[kind] = iam.create_role(RoleName=f"{name}-{kind}", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        iam.put_role_policy(RoleName=f"{name}-{kind}", PolicyName="inline",
+                            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [statement]}))
+    _, _, tarball = xgboost_model(tmp_path)
+    model_data = S3Uploader.upload(str(tarball), f"s3://{session.default_bucket()}/sdk-v3-role", sagemaker_session=session)
+    image_uri = image_uris.retrieve(framework="xgboost", region=session.boto_region_name, version="1.7-1")
+
+    def build(role_arn: str):
+        return ModelBuilder(image_uri=image_uri, s3_model_data_url=model_data, role_arn=role_arn,
+                            sagemaker_session=session, instance_type="ml.m5.xlarge").build()
+
+    assert build(roles["full"]).execution_role_arn == roles["full"]
+    with pytest.raises(RoleValidationError, match="Missing permissions: ecr:GetAuthorizationToken"):
+        build(roles["narrow"])
+    with pytest.raises(RoleValidationError):  # not in the emulator's IAM, as a user's own role is not
+        build(ROLE)
+
+
 def upload(session, uri: str, payload: dict) -> str:
     return S3Uploader.upload_string_as_file_body(json.dumps(payload), uri, sagemaker_session=session)
 
