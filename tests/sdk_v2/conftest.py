@@ -25,6 +25,14 @@ if _sagemaker_major() != 2:
     collect_ignore_glob = ["test_*.py"]
 
 
+def pytest_configure(config):
+    # v2's get_result(WaiterConfig) polls the output and the failure location from two threads and leaves the
+    # loser polling until its attempts run out; when the emulator stops at the end of the session those
+    # threads die of a connection error. That is the SDK's design, not a failure (a result that does not
+    # arrive fails the test through get_result itself).
+    config.addinivalue_line("filterwarnings", "ignore::pytest.PytestUnhandledThreadExceptionWarning")
+
+
 @pytest.fixture(scope="session")
 def user_env(tmp_path_factory):
     """``eval "$(mf-sm-async local env)"`` for this process; stops the emulator afterwards if it started it."""
