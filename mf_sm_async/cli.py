@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from .errors import AsyncInferenceError, ConfigError
 
 def _local(args) -> int:
     from . import aws
-    from .local import daemon
+    from .local import daemon, sdk_config
 
     state_dir = args.state_dir
     if args.action == "serve":
@@ -38,8 +39,10 @@ def _local(args) -> int:
         print("stopped" if daemon.stop(state_dir) else "not running")
     elif args.action == "env":
         state = daemon.start(state_dir, time_scale=args.time_scale)
-        for key, value in aws.local_env(state["url"]).items():
-            print(f"export {key}={value}")
+        # The sagemaker SDK also needs its config file (default bucket, no telemetry): see local/sdk_config.py.
+        env = {**aws.local_env(state["url"]), **sdk_config.sdk_env(Path(state["state_dir"]))}
+        for key, value in env.items():
+            print(f"export {key}={shlex.quote(value)}")
     return 0
 
 
