@@ -67,6 +67,10 @@ class Lease:
         except ClientError as exc:
             log.warning("could not release lease %s: %s", self.key, exc)
 
+    def abandon(self) -> None:
+        """Stop renewing without deleting (the target cannot be reached): the lease expires by itself."""
+        self._stop.set()
+
     def other_live_holders(self) -> list[str]:
         """Holders other than this one whose lease has not expired."""
         live, now = [], self._clock()

@@ -6,12 +6,21 @@ kinds:
 - ``throttle``: the next InvokeEndpointAsync calls (optionally of one ``endpoint``) answer
   ThrottlingException;
 - ``lose_notification``: the next SNS notifications of an ``endpoint`` are silently not published.
+
+Faults on the model-server processes themselves have routes of their own: ``kill-instance`` (the process
+dies, as an instance crashing mid-request) and ``hang-instance`` (:func:`freeze`: the process stops
+answering for a while, as a model stuck in a deadlock or a long GC pause, and then carries on).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import threading
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
 
 KINDS = ("s3_slowdown", "throttle", "lose_notification")
 MATCH_KEYS = ("endpoint", "bucket", "method")
@@ -61,3 +70,19 @@ class Faults:
     def clear(self) -> None:
         with self._lock:
             self._armed.clear()
+
+
+def freeze(pid: int, seconds: float) -> None:
+    """Stop process ``pid`` (SIGSTOP) for ``seconds``, then let it carry on (SIGCONT). A stopped model
+    server accepts connections but answers nothing, so requests on it run into InvocationTimeoutSeconds."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def thaw():
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass  # it was stopped (and killed) meanwhile
+        log.info("model server %d carries on after a %.1f s hang", pid, seconds)
+    timer = threading.Timer(seconds, thaw)
+    timer.daemon = True
+    timer.start()
