@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from botocore.exceptions import ClientError
 
 from ..lease import Lease
-from .run import QUEUE_PREFIX, RunPaths, list_keys, split_s3
+from .run import QUEUE_PREFIX, RunPaths, is_busy, list_keys, split_s3
 
 log = logging.getLogger(__name__)
 
@@ -245,26 +245,37 @@ class Collector:
                     self._wake.wait(0.5)
                     self._wake.clear()
                     continue
-                if self.notifications is not None:
-                    messages, handles = self.notifications.receive(self.wait_seconds)
-                    for message in messages:
-                        outcome = outcome_of(message, self.paths)
-                        if outcome is not None:
-                            self._report(outcome)
-                    self.notifications.delete(handles)  # after reporting: the engine need not wait for it
-                else:
-                    self._stop.wait(min(self.list_every, 1.0))
-                now = time.monotonic()
-                with self._lock:
-                    overdue = any(now - t > self.list_after for t in self.waiting.values())
-                    if self.notifications is None:
-                        overdue = bool(self.waiting)
-                if overdue and now - last_list >= self.list_every:
-                    last_list = now
-                    self.list_once()
+                try:
+                    last_list = self._round(last_list)
+                except ClientError as error:
+                    if not is_busy(error):
+                        raise
+                    log.info("collecting results: %s; trying again", error)  # a throttling burst
+                    self._stop.wait(1.0)
         except BaseException as error:  # surfaced by the engine's loop
             self.error = error
             log.exception("the completion collector stopped")
+
+    def _round(self, last_list: float) -> float:
+        """One long poll of the queue, and a listing when parts are overdue; returns when it last listed."""
+        if self.notifications is not None:
+            messages, handles = self.notifications.receive(self.wait_seconds)
+            for message in messages:
+                outcome = outcome_of(message, self.paths)
+                if outcome is not None:
+                    self._report(outcome)
+            self.notifications.delete(handles)  # after reporting: the engine need not wait for it
+        else:
+            self._stop.wait(min(self.list_every, 1.0))
+        now = time.monotonic()
+        with self._lock:
+            overdue = any(now - t > self.list_after for t in self.waiting.values())
+            if self.notifications is None:
+                overdue = bool(self.waiting)
+        if overdue and now - last_list >= self.list_every:
+            last_list = now
+            self.list_once()
+        return last_list
 
     def list_once(self) -> None:
         """Report every waiting part whose output or failure object exists (one listing per prefix)."""

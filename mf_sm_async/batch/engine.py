@@ -28,7 +28,8 @@ from .endpoint_io import EndpointIO
 from .payloads import Staged, payloads_for
 from ..progress import Progress, sink_for
 from .result import FAILURE_COLUMNS, BatchResult, RunMetrics
-from .run import Journal, RunPaths, check_run_id, list_keys, new_run_id, read_json, split_s3, write_json
+from .run import (BUSY_RETRIES, Journal, RunPaths, busy_delay, check_run_id, is_busy, list_keys, new_run_id, patient,
+                  read_json, split_s3, write_json)
 from .watcher import InstanceWatcher
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,6 @@ def predict(endpoint, frame: pd.DataFrame, spec) -> BatchResult:
     run_id = check_run_id(spec.run_id) if spec.run_id else new_run_id()
     paths = RunPaths(run_id, io.bucket, io.prefix, io.output_path, io.failure_path)
     return _Run(endpoint, io, paths, frame, spec).run()
-
-
-# A send refused for one of these is tried again in a later wave (botocore's own retries were not enough):
-# the request was never queued, and the rows are not at fault.
-_BUSY = {"ThrottlingException", "Throttling", "ThrottledException", "TooManyRequestsException",
-         "RequestLimitExceeded", "SlowDown", "ServiceUnavailable", "InternalFailure", "InternalServerError"}
-BUSY_RETRIES = 8
 
 
 class _Run:
@@ -188,7 +182,7 @@ class _Run:
             while pending and outstanding < self.spec.max_in_flight:
                 part = pending.popleft()
                 parts[part.key] = part
-                stage_pool.submit(self.payloads.stage, self.s3, self.paths, part).add_done_callback(put_back("staged"))
+                stage_pool.submit(patient, self.payloads.stage, self.s3, self.paths, part).add_done_callback(put_back("staged"))
                 outstanding += 1
             events = []
             try:
@@ -244,23 +238,21 @@ class _Run:
             elif collector.forget(part.key):
                 refused.append(part.key)
                 settled += 1
-                code = error.response.get("Error", {}).get("Code")
                 tries = self._busy[part.key] = self._busy.get(part.key, 0) + 1
-                if (code in _BUSY or error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500) \
-                        and tries <= BUSY_RETRIES:
+                if is_busy(error) and tries <= BUSY_RETRIES:  # never queued: in a later wave
                     self.retries += 1
-                    self._later.append((time.monotonic() + min(30.0, 0.5 * 2 ** tries), part))
+                    self._later.append((time.monotonic() + busy_delay(tries), part))
                     self._later.sort(key=lambda item: item[0])
                 else:  # not sent: a failure of its rows, with the reason
                     self._failed(part, Outcome(part.key, False, None), f"not sent: {error}", progress)
         if unanswered is not None:
             if not aws.lost(self.io.target, self.url):
                 try:  # what is known is worth keeping for the resumed run
-                    self.journal.answered(entry, accepted, refused)
+                    patient(self.journal.answered, entry, accepted, refused)
                 except (BotoCoreError, ClientError):
                     pass
             raise unanswered
-        self.journal.answered(entry, accepted, refused)
+        patient(self.journal.answered, entry, accepted, refused)
         progress.add(uploaded=len(accepted))
         return settled
 
@@ -272,7 +264,7 @@ class _Run:
 
     def _record_wave(self, wave: list[Staged], collector: Collector) -> str:
         deadline = time.time() + self.spec.request_ttl_seconds + self.spec.invocation_timeout_seconds + 60
-        entry = self.journal.record([s.part.key for s in wave], deadline)  # before sending: see Journal
+        entry = patient(self.journal.record, [s.part.key for s in wave], deadline)  # before sending: see Journal
         for staged in wave:
             collector.expect(staged.part.key)
         return entry
@@ -300,7 +292,7 @@ class _Run:
         try:
             if body is None:
                 bucket, key = split_s3(outcome.location or self.paths.output_uri(part.key))
-                answer = self.s3.get_object(Bucket=bucket, Key=key)
+                answer = patient(self.s3.get_object, Bucket=bucket, Key=key)
                 content_type = content_type or answer.get("ContentType")
                 limit = self.payloads.fetch_limit
                 if limit is not None and answer["ContentLength"] > limit:
@@ -338,7 +330,7 @@ class _Run:
 
     def _write_plan(self, parts: int) -> None:
         plan = self._plan_doc(parts)
-        earlier = read_json(self.s3, self.paths.bucket, self.paths.manifest_key)
+        earlier = patient(read_json, self.s3, self.paths.bucket, self.paths.manifest_key)
         if earlier is not None:
             if {k: earlier.get(k) for k in plan} != plan:
                 raise ConfigError("run_id", self.paths.run_id, "a new run id, or the same input and options as "
@@ -347,14 +339,14 @@ class _Run:
             if not self.spec.resume:
                 raise ConfigError("run_id", self.paths.run_id, "a run id not used before, or resume=True",
                                   hint="resume=True re-uses the finished parts of that run")
-        write_json(self.s3, self.paths.bucket, self.paths.manifest_key, {**plan, "finished": False})
+        patient(write_json, self.s3, self.paths.bucket, self.paths.manifest_key, {**plan, "finished": False})
 
     def _resume(self, parts, collector: Collector, progress: Progress) -> list:
         """Parts still to send. Parts an earlier attempt sent are waited for, never sent again: their
         outcomes (already in S3, or still to come) arrive through the collector. A part the endpoint
         refused is sent again; one whose answer the crash cut off counts as sent unless the target can
         tell it never arrived (the emulator can; AWS cannot, so it is sent again only past its deadline)."""
-        invoked = self.journal.invoked()
+        invoked = patient(self.journal.invoked)
         now, top = time.time(), {p.key: p for p in parts}
         finished = self._finished_keys()
         unknown = [k for k, sent in invoked.items() if sent.state == "unknown" and k not in finished]
@@ -393,7 +385,7 @@ class _Run:
         for folder_uri, suffix in ((self.paths.output_folder, ".out"), (self.paths.failure_folder, "-error.out")):
             if folder_uri:
                 bucket, folder = split_s3(folder_uri)
-                for key in list_keys(self.s3, bucket, folder + "/"):
+                for key in patient(list_keys, self.s3, bucket, folder + "/"):
                     part = self.paths.part_key(key.rsplit("/", 1)[1].removesuffix(suffix))
                     if part is not None:
                         found.add(part)
@@ -405,7 +397,9 @@ class _Run:
         for start in sorted(self.results):
             piece = self.results[start]
             pieces.append(piece.set_axis(pd.RangeIndex(start, start + len(piece))))
-        predictions = (pd.concat(pieces) if pieces else pd.DataFrame(index=pd.RangeIndex(0)))
+        # with no part answered (every row failed) the one column a 1-D answer has: the result's shape
+        # should not depend on how many rows failed
+        predictions = (pd.concat(pieces) if pieces else pd.DataFrame({"prediction": pd.Series(dtype=float)}))
         predictions = predictions.reindex(pd.RangeIndex(n))
         predictions.index = self.frame.index
         failure_rows, positions = [], []
@@ -420,13 +414,13 @@ class _Run:
         return BatchResult(predictions, failures, metrics)
 
     def _finish(self, result: BatchResult) -> None:
-        write_json(self.s3, self.paths.bucket, self.paths.manifest_key, {
+        patient(write_json, self.s3, self.paths.bucket, self.paths.manifest_key, {
             **self._plan_doc(len(self.payloads.parts)), "finished": True,
             "metrics": result.metrics.as_dict()})
         if not self.spec.keep_inputs:
-            keys = list_keys(self.s3, self.paths.bucket, f"{self.paths.prefix}/in/")
+            keys = patient(list_keys, self.s3, self.paths.bucket, f"{self.paths.prefix}/in/")
             for start in range(0, len(keys), 1000):
-                self.s3.delete_objects(Bucket=self.paths.bucket, Delete={
+                patient(self.s3.delete_objects, Bucket=self.paths.bucket, Delete={
                     "Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
 
 

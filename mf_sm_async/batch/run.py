@@ -160,6 +160,39 @@ class Journal:
         return found
 
 
+# Refusals that say "later", not "no": throttling, S3 SlowDown, a server error. Never the rows' fault.
+BUSY_CODES = {"ThrottlingException", "Throttling", "ThrottledException", "TooManyRequestsException",
+              "RequestLimitExceeded", "SlowDown", "ServiceUnavailable", "InternalFailure", "InternalServerError",
+              "InternalError", "RequestThrottled"}
+BUSY_RETRIES = 8
+
+
+def is_busy(error: BaseException) -> bool:
+    if not isinstance(error, ClientError):
+        return False
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return error.response.get("Error", {}).get("Code") in BUSY_CODES or status >= 500
+
+
+def busy_delay(attempt: int) -> float:
+    """Seconds to wait before the ``attempt``-th (1, 2, ...) try after botocore's own retries gave up."""
+    return min(30.0, 0.5 * 2 ** attempt)
+
+
+def patient(call, *args, **kwargs):
+    """``call(*args, **kwargs)``, tried again (up to BUSY_RETRIES times, backing off) when it fails as busy
+    after botocore's own retries: in a long unattended run a burst of S3 SlowDowns is worth waiting out,
+    not worth ending the run for."""
+    for attempt in range(1, BUSY_RETRIES + 1):
+        try:
+            return call(*args, **kwargs)
+        except ClientError as error:
+            if not is_busy(error):
+                raise
+            time.sleep(busy_delay(attempt))
+    return call(*args, **kwargs)
+
+
 def list_keys(s3, bucket: str, prefix: str) -> list[str]:
     keys = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):

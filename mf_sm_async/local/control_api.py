@@ -5,8 +5,9 @@
                                            instances, desired, pids, instance_deaths, per_inference_id (runs),
                                            received_per_inference_id (requests)
     POST   /_mf_sm_async/faults            {"kind": "s3_slowdown" | "throttle" | "lose_notification",
-                                            "count": N, "endpoint" | "bucket" | "method": ...}
-    GET    /_mf_sm_async/faults            the faults still armed
+                                            "count": N and / or "seconds": S,
+                                            "endpoint" | "bucket" | "method": ...}
+    GET    /_mf_sm_async/faults            the faults still armed, and how many events each kind has hit
     DELETE /_mf_sm_async/faults            disarm all
     POST   /_mf_sm_async/kill-instance     {"endpoint": NAME, "region": "us-east-1", "signal": 9, "pid": P}
                                            kills one running model-server process (``pid``, else the
@@ -45,14 +46,16 @@ def handle(emulator, route: str, method: str, body: bytes, start_response):
             } for (region, name), rt in list(emulator.control.runtimes.items())})
     if route == "faults":
         if method == "GET":
-            return json_response(start_response, 200, {"armed": emulator.faults.pending()})
+            return json_response(start_response, 200, {"armed": emulator.faults.pending(),
+                                                        "hits": dict(emulator.faults.hits)})
         if method == "DELETE":
             emulator.faults.clear()
             return json_response(start_response, 200, {"armed": []})
         if method == "POST":
             request = _json(body)
             try:
-                emulator.faults.arm(request.pop("kind", None), request.pop("count", 1), **request)
+                emulator.faults.arm(request.pop("kind", None), request.pop("count", None), request.pop("seconds", None),
+                                    **request)
             except (TypeError, ValueError) as exc:
                 raise AwsError("ValidationError", str(exc), 400) from None
             return json_response(start_response, 200, {"armed": emulator.faults.pending()})
