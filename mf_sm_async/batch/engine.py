@@ -21,7 +21,7 @@ import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import aws
-from ..errors import ConfigError, InvocationError, TargetError
+from ..errors import AsyncInferenceError, ConfigError, InvocationError, TargetError
 from .codecs import OutputShapeError
 from .completion import Collector, NotificationQueue, Outcome, run_lease, sweep_orphaned_queues
 from .endpoint_io import EndpointIO
@@ -73,16 +73,19 @@ class _Run:
         except (BotoCoreError, ClientError) as error:
             raise self._stopped(error) from None
 
-    def _stopped(self, error: BaseException) -> Exception:
-        if isinstance(error, TargetError):
-            return error
+    def _stopped(self, error: BaseException | None) -> Exception:
+        """The error that ends the run: says what happened and how to resume it."""
         hint = (f"parts already sent are not sent again: ep.predict(frame, run_id={self.paths.run_id!r}, "
                 "resume=True) with the same frame and options finishes the run")
         lost = aws.lost(self.io.target, self.url)
-        if lost or isinstance(error, BotoCoreError):
-            return TargetError(f"run {self.paths.run_id} stopped: {lost or error}",
+        if lost:
+            return TargetError(f"run {self.paths.run_id} stopped: {lost}",
                                "start the emulator again (`mf-sm-async local start`, same MF_SM_ASYNC_HOME), then "
-                               + hint if lost else hint)
+                               + hint)
+        if isinstance(error, AsyncInferenceError):
+            return error
+        if isinstance(error, BotoCoreError):
+            return TargetError(f"run {self.paths.run_id} stopped: {error}", hint)
         code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
         return InvocationError(f"run {self.paths.run_id} stopped: {code or type(error).__name__}: {error}", hint)
 
@@ -93,9 +96,8 @@ class _Run:
         if self.io.target != "local" or now - self._target_check < 1.0:
             return
         self._target_check = now
-        lost = aws.lost(self.io.target, self.url)
-        if lost:
-            raise self._stopped(TargetError(lost))
+        if aws.lost(self.io.target, self.url):
+            raise self._stopped(None)
 
     def _run(self) -> BatchResult:
         started = time.monotonic()
