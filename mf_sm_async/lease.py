@@ -58,7 +58,8 @@ class Lease:
             try:
                 self._write()
             except Exception as exc:  # a missed renewal is retried; the lease only lapses after its TTL
-                log.warning("could not renew lease %s: %s", self.key, exc)
+                if not self._stop.is_set():  # else released or abandoned meanwhile: nothing to say
+                    log.warning("could not renew lease %s: %s", self.key, exc)
 
     def release(self) -> None:
         self._stop.set()

@@ -254,7 +254,8 @@ class Collector:
                     self._stop.wait(1.0)
         except BaseException as error:  # surfaced by the engine's loop
             self.error = error
-            log.exception("the completion collector stopped")
+            if not self._stop.is_set():  # else the run has ended already, and says why itself
+                log.exception("the completion collector stopped")
 
     def _round(self, last_list: float) -> float:
         """One long poll of the queue, and a listing when parts are overdue; returns when it last listed."""

@@ -75,8 +75,8 @@ class _Run:
 
     def _stopped(self, error: BaseException | None) -> Exception:
         """The error that ends the run: says what happened and how to resume it."""
-        hint = (f"parts already sent are not sent again: ep.predict(frame, run_id={self.paths.run_id!r}, "
-                "resume=True) with the same frame and options finishes the run")
+        hint = (f"finish the run with ep.predict(frame, run_id={self.paths.run_id!r}, resume=True) and the same "
+                "frame and options: parts already sent are not sent again")
         lost = aws.lost(self.io.target, self.url)
         if lost:
             return TargetError(f"run {self.paths.run_id} stopped: {lost}",
