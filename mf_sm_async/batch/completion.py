@@ -111,17 +111,20 @@ def _remove_queue(sqs, sns, url: str, subscriptions: list[str]) -> None:
         pass
 
 
-def sweep_orphaned_queues(sqs, sns, s3, locate, *, endpoint: str | None = None, keep: str | None = None) -> list[str]:
+def sweep_orphaned_queues(sqs, sns, s3, locate, *, endpoint: str | None = None, topics: tuple[str, ...] = (),
+                          keep: str | None = None) -> list[str]:
     """Delete the notification queues (and their subscriptions) of runs that died: the run holds no live
     lease on its endpoint and the queue is older than a lease's time to live. Returns the names removed.
 
     ``locate(endpoint name)`` gives the endpoint's (bucket, prefix), or None when the endpoint is gone (its
-    queues can only be orphans). ``endpoint`` limits the sweep to one endpoint's runs; ``keep`` names a
-    queue never removed (the calling run's own). Without ``endpoint``, subscriptions of queues that no
-    longer exist are removed too.
+    queues can only be orphans). ``endpoint`` (with its ``topics``) limits the sweep to one endpoint's runs;
+    ``keep`` names a queue never removed (the calling run's own). Without ``endpoint``, subscriptions of
+    queues that no longer exist are removed too.
     """
     by_queue: dict[str, list[str]] = {}
-    for page in sns.get_paginator("list_subscriptions").paginate():
+    pages = ([p for topic in topics for p in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic)]
+             if endpoint is not None else sns.get_paginator("list_subscriptions").paginate())
+    for page in pages:
         for sub in page["Subscriptions"]:
             if sub.get("Protocol") == "sqs" and sub["Endpoint"].rsplit(":", 1)[-1].startswith(QUEUE_PREFIX):
                 by_queue.setdefault(sub["Endpoint"], []).append(sub["SubscriptionArn"])

@@ -152,7 +152,7 @@ class _Run:
         try:
             removed = sweep_orphaned_queues(self.ep._client("sqs"), self.ep._client("sns"), self.s3,
                                             lambda name: (self.io.bucket, self.io.prefix),
-                                            endpoint=self.io.name, keep=self.paths.queue_name)
+                                            endpoint=self.io.name, topics=self.io.topics, keep=self.paths.queue_name)
         except (BotoCoreError, ClientError) as error:  # housekeeping: never worth failing the run for
             log.warning("could not look for orphaned run queues: %s", error)
             return

@@ -292,25 +292,30 @@ def record():
     return _record
 
 
-def pytest_sessionfinish(session, exitstatus):
-    if not _measured:
-        return
+def _merged() -> list[dict]:
+    """The figures of every scenario ever measured here, the latest of each (this session's included)."""
     try:
-        earlier = {row["fault"]: row for row in json.loads(RESULTS.read_text())}
+        rows = {row["fault"]: row for row in json.loads(RESULTS.read_text())}
     except (OSError, ValueError):
-        earlier = {}
-    earlier.update({row["fault"]: row for row in _measured})
-    RESULTS.write_text(json.dumps(list(earlier.values()), indent=1) + "\n")
+        rows = {}
+    rows.update({row["fault"]: row for row in _measured})
+    return list(rows.values())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _measured:
+        RESULTS.write_text(json.dumps(_merged(), indent=1) + "\n")
 
 
 def pytest_terminal_summary(terminalreporter):
+    """The README's table: every scenario in .results.json, this session's figures where it measured them."""
     if not _measured:
         return
     write = terminalreporter.write_line
     write("")
     write("| fault | rows | rows lost | duplicates | left behind | notes |")
     write("|---|---|---|---|---|---|")
-    for row in _measured:
+    for row in json.loads(RESULTS.read_text()) if RESULTS.exists() else _measured:
         left = f"{row['left_behind']}" + (f" ({row['left_behind_detail']})" if row["left_behind_detail"] else "")
         write(f"| {row['fault']} | {row['rows']:,} | {row['rows_lost']} | {row['duplicates']} | {left} | {row['notes']} |")
 

@@ -13,7 +13,7 @@ import pytest
 
 from mf_sm_async.local import daemon
 
-from .conftest import (SLOW, RunCheck, control, counts, deploy, frame, kill, measure, model_servers, predict_cli,
+from .conftest import (LEASE_TTL_SECONDS, SLOW, RunCheck, control, counts, deploy, frame, kill, measure, model_servers, predict_cli,
                        read_output, sent, wait_for)
 
 
@@ -168,7 +168,7 @@ def test_every_notification_lost(suite, record):
     figures.check()
 
 
-def test_the_client_process_killed_and_resumed(suite, record, tmp_path):
+def test_the_client_process_killed_and_resumed_later(suite, record, tmp_path):
     df = frame(1_000, slow_every=25, seed=8)           # every payload takes 2 s: some in flight at the kill
     df.to_parquet(tmp_path / "in.parquet")
     with deploy() as ep:
@@ -179,17 +179,70 @@ def test_the_client_process_killed_and_resumed(suite, record, tmp_path):
         kill(client)                                   # SIGKILL: no teardown, no queue deleted, nothing flushed
         client.communicate(timeout=60)
         before = sent(ep, run)
+        # Someone else's run on the endpoint, once the killed run's lease has expired: it removes the dead
+        # run's queue (which would otherwise collect every notification of the endpoint for a day).
+        time.sleep(LEASE_TTL_SECONDS + 1)
+        assert queue_exists(run)
+        other = ep.predict(frame(100, seed=13), rows_per_payload=50, progress=False)
+        assert other.failures.empty and not queue_exists(run)
         resumed = predict_cli(ep, tmp_path / "in.parquet", tmp_path / "out.parquet", run.paths.run_id, 25,
                               "--max-in-flight", "8", "--resume")
-        out, err = resumed.communicate(timeout=300)
+        _, err = resumed.communicate(timeout=300)
         assert resumed.returncode == 0, err[-3000:]
         run.take_counts(ep.name)
     predictions, failures = read_output(tmp_path / "out.parquet")
-    figures = record(measure("client process SIGKILLed mid-run, then resume=True", [run], [ep.name],
+    figures = record(measure("client process SIGKILLed mid-run, resume=True after another run", [run], [ep.name],
                              [(predictions, failures)],
-                             notes=f"{before} of 40 payloads sent before the kill, the rest by the resumed run; "
-                                   "the killed run's queue re-used and deleted by it"))
+                             notes=f"{before} of 40 payloads sent before the kill, the rest by the resumed run; the "
+                                   "dead run's queue removed by the next run on the endpoint (its lease had expired), "
+                                   "so the resumed run found the earlier outcomes by listing"))
     assert 6 <= before < 40
+    figures.check()
+
+
+def queue_exists(run: RunCheck) -> bool:
+    from mf_sm_async import aws
+
+    urls = aws.client("sqs").list_queues(QueueNamePrefix=run.paths.queue_name).get("QueueUrls", [])
+    return any(u.endswith("/" + run.paths.queue_name) for u in urls)
+
+
+def test_the_client_killed_between_the_journal_write_and_the_sends(suite, record, tmp_path):
+    """The narrowest crash: the wave is in the journal, its requests are not at the endpoint yet (here they
+    are being throttled). The resumed run must neither wait for them until their deadline (TTL + timeout)
+    nor send twice what did arrive: the emulator says which arrived."""
+    from mf_sm_async import aws
+
+    df = frame(1_000, seed=12)
+    df.to_parquet(tmp_path / "in.parquet")
+    with deploy() as ep:
+        run = RunCheck.of(ep, "killed-before-sending", df, 50)
+        control("faults", {"kind": "throttle", "seconds": 120, "endpoint": ep.name})
+        try:
+            client = predict_cli(ep, tmp_path / "in.parquet", tmp_path / "out.parquet", run.paths.run_id, 50)
+            journal = f"{run.paths.prefix}/journal/"
+            wait_for(lambda: aws.client("s3").list_objects_v2(Bucket=run.paths.bucket, Prefix=journal).get("KeyCount"),
+                     120, "the first wave in the journal")
+            kill(client)
+            client.communicate(timeout=60)
+        finally:
+            control("faults", method="DELETE")
+        entries = [o["Key"] for o in aws.client("s3").list_objects_v2(Bucket=run.paths.bucket, Prefix=journal)["Contents"]]
+        before = sent(ep, run)
+        started = time.monotonic()
+        resumed = predict_cli(ep, tmp_path / "in.parquet", tmp_path / "out.parquet", run.paths.run_id, 50, "--resume")
+        _, err = resumed.communicate(timeout=300)
+        seconds = time.monotonic() - started
+        assert resumed.returncode == 0, err[-3000:]
+        run.take_counts(ep.name)
+    figures = record(measure("client SIGKILLed between the journal write and the sends, then resume=True", [run],
+                             [ep.name], [read_output(tmp_path / "out.parquet")],
+                             notes=f"{len(entries)} journal entry without answers, {before} of its requests at the "
+                                   f"endpoint; the resumed run asked the emulator and sent them at once "
+                                   f"({seconds:.1f}s, not the 1 h 16 min deadline)",
+                             numbers={"resume_seconds": round(seconds, 1)}))
+    assert not any(k.endswith(".sent.json") for k in entries) and before == 0
+    assert len(run.received) == 20 and set(run.received.values()) == {1}
     figures.check()
 
 
