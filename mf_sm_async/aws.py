@@ -48,9 +48,17 @@ def lost(target: str, url: str | None) -> str | None:
     if target != "local" or not url:
         return None
     import json
+    import socket
+    import urllib.parse
 
     from .local import daemon
 
+    where = urllib.parse.urlsplit(url)
+    try:  # anything accepting connections there is the daemon (a busy one still accepts)
+        socket.create_connection((where.hostname, where.port), timeout=2).close()
+        return None
+    except OSError:
+        pass
     try:
         state = json.loads((daemon.default_state_dir() / daemon.STATE_FILE).read_text())
     except (OSError, ValueError):
