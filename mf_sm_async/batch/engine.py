@@ -173,7 +173,7 @@ class _Run:
         while pending or outstanding or self._later:
             self._check_target()
             if collector.error is not None:
-                raise self._stopped(collector.error)
+                raise self._stopped(collector.error) from collector.error
             for key in self._never_ran(collector):
                 log.info("part %s was recorded as sent but has no result past its deadline: sending it", key)
                 pending.appendleft(self.resumed.pop(key))
