@@ -47,6 +47,34 @@ def local_endpoint_url() -> str:
     return daemon.start()["url"]
 
 
+def lost(target: str, url: str | None) -> str | None:
+    """Why the local emulator that clients made for ``url`` can no longer answer (its daemon stopped, or
+    another one replaced it), or None. Never starts a daemon; for AWS always None (its errors say why)."""
+    if target != "local" or not url:
+        return None
+    import json
+    import socket
+    import urllib.parse
+
+    from .local import daemon
+
+    where = urllib.parse.urlsplit(url)
+    try:  # anything accepting connections there is the daemon (a busy one still accepts)
+        socket.create_connection((where.hostname, where.port), timeout=2).close()
+        return None
+    except OSError:
+        pass
+    try:
+        state = json.loads((daemon.default_state_dir() / daemon.STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return f"the local emulator at {url} is not running any more"
+    if state.get("url") != url:
+        return f"the local emulator at {url} was replaced by another one at {state.get('url')}"
+    if not daemon.pid_alive(int(state.get("pid", 0))):
+        return f"the local emulator at {url} (pid {state.get('pid')}) is not running any more"
+    return None
+
+
 def _config(max_pool: int) -> Config:
     return Config(retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=max_pool,
                   connect_timeout=10, read_timeout=120)

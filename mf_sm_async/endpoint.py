@@ -28,11 +28,11 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from . import aws
 from .config import EndpointSpec
-from .errors import DeployError
+from .errors import DeployError, TargetError
 from .lease import Lease
 from .model import resolve_model
 
@@ -115,10 +115,13 @@ class AsyncEndpoint:
         self.owned = owned
         self.teardown_mode = spec.teardown if owned else "keep"
         self.lease: Lease | None = None
+        self._url: str | None = None
 
     def _hold(self) -> "AsyncEndpoint":
         """Take this holder's lease on the endpoint (renewed in the background until teardown)."""
-        self.lease = Lease(self._client("s3"), self.resources.bucket, self.resources.prefix).acquire()
+        s3 = self._client("s3")
+        self._url = s3.meta.endpoint_url  # where the lease lives: see teardown
+        self.lease = Lease(s3, self.resources.bucket, self.resources.prefix).acquire()
         return self
 
     @property
@@ -279,21 +282,37 @@ class AsyncEndpoint:
         as it is (that holder's own teardown, or the expiry of its lease, decides). ``scale_to_zero()``
         and ``delete()`` called directly do not ask."""
         mode = mode or self.teardown_mode
-        if self.lease is not None:
-            others = self.lease.other_live_holders()
-            self.lease.release()
-            self.lease = None
-            if others and mode != "keep":
-                log.info("endpoint %s left as it is: still leased by %s", self.name, ", ".join(others))
-                return
-        if mode == "delete":
-            self.delete()
-        elif mode == "zero":
-            try:
-                self.scale_to_zero()
-            except ClientError as error:
-                if "Could not find" not in str(error):
-                    raise
+        lost = aws.lost(self.target, self._url)
+        if lost:
+            # Nothing can be done there now, and asking would sit out botocore's retries. The lease expires
+            # by itself; the emulator, once started again, scales an endpoint no one leases to zero.
+            if self.lease is not None:
+                self.lease.abandon()
+                self.lease = None
+            log.warning("teardown of %s skipped: %s", self.name, lost)
+            return
+        try:
+            if self.lease is not None:
+                lease, self.lease = self.lease, None
+                try:
+                    others = lease.other_live_holders()
+                finally:
+                    lease.release()
+                if others and mode != "keep":
+                    log.info("endpoint %s left as it is: still leased by %s", self.name, ", ".join(others))
+                    return
+            if mode == "delete":
+                self.delete()
+            elif mode == "zero":
+                try:
+                    self.scale_to_zero()
+                except ClientError as error:
+                    if "Could not find" not in str(error):
+                        raise
+        except BotoCoreError as error:
+            raise TargetError(f"teardown of {self.name} failed: {error}",
+                              f"`mf-sm-async endpoints teardown {self.name}` when the target answers again; "
+                              "until then the lease expires by itself") from None
 
     def __enter__(self) -> "AsyncEndpoint":
         return self
@@ -383,9 +402,21 @@ def _cloudwatch_tail(logs, group: str, lines: int, streams: int = 3) -> str:
 
 
 def cleanup(older_than_seconds: float, target: str | None = None) -> tuple[list[str], list[str]]:
-    """Delete our endpoints older than ``older_than_seconds`` that no live holder leases (the orphans of
-    runs that died); returns (deleted, skipped because leased)."""
-    deleted, leased = [], []
+    """Delete what runs that died left behind: the notification queues (``queue mfsa-run-...``, with their
+    subscriptions) of runs whose lease has expired, whatever their age, then our endpoints older than
+    ``older_than_seconds`` that no live holder leases. Returns (deleted, skipped because leased)."""
+    from .batch.completion import sweep_orphaned_queues
+
+    def locate(name: str) -> tuple[str, str] | None:
+        try:
+            ep = AsyncEndpoint.attach(name, target=target, hold=False)
+        except DeployError:
+            return None  # the endpoint is gone: its runs' queues are orphans
+        return ep.resources.bucket, ep.resources.prefix
+
+    deleted = [f"queue {name}" for name in sweep_orphaned_queues(
+        aws.client("sqs", target), aws.client("sns", target), aws.client("s3", target), locate)]
+    leased = []
     for row in list_managed(target):
         if row.age_seconds <= older_than_seconds:
             continue

@@ -58,7 +58,8 @@ class Lease:
             try:
                 self._write()
             except Exception as exc:  # a missed renewal is retried; the lease only lapses after its TTL
-                log.warning("could not renew lease %s: %s", self.key, exc)
+                if not self._stop.is_set():  # else released or abandoned meanwhile: nothing to say
+                    log.warning("could not renew lease %s: %s", self.key, exc)
 
     def release(self) -> None:
         self._stop.set()
@@ -66,6 +67,10 @@ class Lease:
             self._s3.delete_object(Bucket=self.bucket, Key=self.key)
         except ClientError as exc:
             log.warning("could not release lease %s: %s", self.key, exc)
+
+    def abandon(self) -> None:
+        """Stop renewing without deleting (the target cannot be reached): the lease expires by itself."""
+        self._stop.set()
 
     def other_live_holders(self) -> list[str]:
         """Holders other than this one whose lease has not expired."""

@@ -20,14 +20,16 @@ import time
 import pandas as pd
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..errors import ConfigError, InvocationError
+from .. import aws
+from ..errors import AsyncInferenceError, ConfigError, InvocationError, TargetError
 from .codecs import OutputShapeError
-from .completion import Collector, NotificationQueue, Outcome
+from .completion import Collector, NotificationQueue, Outcome, run_lease, sweep_orphaned_queues
 from .endpoint_io import EndpointIO
 from .payloads import Staged, payloads_for
 from ..progress import Progress, sink_for
 from .result import FAILURE_COLUMNS, BatchResult, RunMetrics
-from .run import Journal, RunPaths, check_run_id, list_keys, new_run_id, read_json, split_s3, write_json
+from .run import (BUSY_RETRIES, Journal, RunPaths, busy_delay, check_run_id, is_busy, list_keys, new_run_id, patient,
+                  read_json, split_s3, write_json)
 from .watcher import InstanceWatcher
 
 log = logging.getLogger(__name__)
@@ -48,12 +50,15 @@ class _Run:
         self.payloads = payloads_for(frame, spec)
         client = endpoint._client
         self.s3, self.runtime = client("s3"), client("sagemaker-runtime")
+        self.url = self.s3.meta.endpoint_url  # the local emulator we talk to: see _check_target
         self.journal = Journal(self.s3, paths)
         self.results: dict[int, pd.DataFrame] = {}          # part start -> decoded rows
         self.failed: list[tuple[object, Outcome, str]] = []  # (part, outcome, error text)
         self.resumed: dict[str, object] = {}                 # parts an earlier attempt sent: key -> part
         self.deadlines: dict[str, float] = {}                # ... and when their requests expire for sure
-        self._deadline_check = 0.0
+        self._deadline_check = self._target_check = 0.0
+        self._busy: dict[str, int] = {}                      # part key -> sends refused as throttled
+        self._later: list[tuple[float, object]] = []         # (when, part): refused sends to try again
         self.payloads_sent = self.reused = self.bytes_sent = self.retries = 0
         self._lock = threading.Lock()
         self.events: queue.Queue = queue.Queue()
@@ -61,28 +66,74 @@ class _Run:
 
     # the loop ------------------------------------------------------------------------------------
     def run(self) -> BatchResult:
+        """The run, with every AWS-level error that ends it turned into an AsyncInferenceError that says
+        how to resume (the raw botocore error is in its text)."""
+        try:
+            return self._run()
+        except (BotoCoreError, ClientError) as error:
+            raise self._stopped(error) from None
+
+    def _stopped(self, error: BaseException | None) -> Exception:
+        """The error that ends the run: says what happened and how to resume it."""
+        hint = (f"finish the run with ep.predict(frame, run_id={self.paths.run_id!r}, resume=True) and the same "
+                "frame and options: parts already sent are not sent again")
+        lost = aws.lost(self.io.target, self.url)
+        if lost:
+            return TargetError(f"run {self.paths.run_id} stopped: {lost}",
+                               "start the emulator again (`mf-sm-async local start`, same MF_SM_ASYNC_HOME), then "
+                               + hint)
+        if isinstance(error, AsyncInferenceError):
+            return error
+        if isinstance(error, BotoCoreError):
+            return TargetError(f"run {self.paths.run_id} stopped: {error}", hint)
+        code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
+        return InvocationError(f"run {self.paths.run_id} stopped: {code or type(error).__name__}: {error}", hint)
+
+    def _check_target(self) -> None:
+        """On the local target, notice within a second that the emulator went away (a `local stop`, a
+        crash), instead of after botocore's retries, and stop with an error that says so."""
+        now = time.monotonic()
+        if self.io.target != "local" or now - self._target_check < 1.0:
+            return
+        self._target_check = now
+        if aws.lost(self.io.target, self.url):
+            raise self._stopped(None)
+
+    def _run(self) -> BatchResult:
         started = time.monotonic()
         parts = self.payloads.parts
         progress = Progress(sink_for(self.spec.progress), rows=len(self.frame), payloads=len(parts))
         self._write_plan(len(parts))
-        watcher = InstanceWatcher(self.ep).start()
-        # the emulator notifies at once; on AWS a notification can lag by seconds before we list for it
-        list_after = 3.0 if self.io.target == "local" else 10.0
-        collector = Collector(self.s3, self.paths, self._notification_queue(), self.events,
-                              list_after=list_after).start()
+        lease = run_lease(self.s3, self.io.bucket, self.io.prefix, self.paths).acquire()  # before its queue
+        watcher = collector = None
         pools = (cf.ThreadPoolExecutor(self.spec.upload_threads, thread_name_prefix="mf-sm-async-stage"),
                  cf.ThreadPoolExecutor(16, thread_name_prefix="mf-sm-async-invoke"),
                  cf.ThreadPoolExecutor(self.spec.download_threads, thread_name_prefix="mf-sm-async-fetch"))
+        reachable = True
         try:
+            watcher = InstanceWatcher(self.ep).start()
+            # the emulator notifies at once; on AWS a notification can lag by seconds before we list for it
+            list_after = 3.0 if self.io.target == "local" else 10.0
+            collector = Collector(self.s3, self.paths, self._notification_queue(), self.events,
+                                  list_after=list_after).start()
+            self._sweep_orphans()
             pending = collections.deque(self._resume(parts, collector, progress) if self.spec.resume else parts)
             if pending or collector.waiting:
                 watcher.wake()
             self._loop(pending, collector, pools, progress, watcher)
+        except BaseException:
+            # With the target gone every call would sit out botocore's retries: leave the queue and the
+            # lease (the resumed run re-uses the one, the other expires) and stop at once.
+            reachable = not aws.lost(self.io.target, self.url)
+            raise
         finally:
             for pool in pools:
-                pool.shutdown(cancel_futures=True)
-            collector.stop()
-            watcher.stop()
+                pool.shutdown(wait=reachable, cancel_futures=True)
+            if collector is not None:
+                collector.stop(close=reachable)
+            if watcher is not None:
+                watcher.stop(look=reachable)
+            lease.release() if reachable else lease.abandon()
         seconds = time.monotonic() - started
         result = self._assemble(RunMetrics(
             run_id=self.paths.run_id, rows=len(self.frame), rows_failed=0, payloads=self.payloads_sent,
@@ -95,6 +146,19 @@ class _Run:
         self._finish(result)
         return result
 
+    def _sweep_orphans(self) -> None:
+        """Queues of this endpoint's runs that were killed outright and never resumed: remove them, or
+        every notification of the endpoint keeps being copied into them."""
+        try:
+            removed = sweep_orphaned_queues(self.ep._client("sqs"), self.ep._client("sns"), self.s3,
+                                            lambda name: (self.io.bucket, self.io.prefix),
+                                            endpoint=self.io.name, topics=self.io.topics, keep=self.paths.queue_name)
+        except (BotoCoreError, ClientError) as error:  # housekeeping: never worth failing the run for
+            log.warning("could not look for orphaned run queues: %s", error)
+            return
+        if removed:
+            log.info("removed %d notification queue(s) of dead runs on %s", len(removed), self.io.name)
+
     def _loop(self, pending, collector, pools, progress, watcher) -> None:
         """Everything the helpers finish comes back on ``self.events``: staged payloads, outcomes (from the
         collector) and fetched results; the loop reacts to each as it comes."""
@@ -106,17 +170,21 @@ class _Run:
         def put_back(kind, *items):
             return lambda future: self.events.put((kind, *items, future))
 
-        while pending or outstanding:
+        while pending or outstanding or self._later:
+            self._check_target()
             if collector.error is not None:
-                raise InvocationError(f"collecting results failed: {collector.error}") from collector.error
+                raise self._stopped(collector.error) from collector.error
             for key in self._never_ran(collector):
                 log.info("part %s was recorded as sent but has no result past its deadline: sending it", key)
                 pending.appendleft(self.resumed.pop(key))
                 outstanding -= 1
+            now = time.monotonic()
+            while self._later and self._later[0][0] <= now:
+                pending.appendleft(self._later.pop(0)[1])
             while pending and outstanding < self.spec.max_in_flight:
                 part = pending.popleft()
                 parts[part.key] = part
-                stage_pool.submit(self.payloads.stage, self.s3, self.paths, part).add_done_callback(put_back("staged"))
+                stage_pool.submit(patient, self.payloads.stage, self.s3, self.paths, part).add_done_callback(put_back("staged"))
                 outstanding += 1
             events = []
             try:
@@ -128,16 +196,7 @@ class _Run:
             # a staging error (unreadable file, S3 refused) ends the run
             wave = [e[1].result() for e in events if isinstance(e, tuple) and e[0] == "staged"]
             if wave:
-                # Recorded, then sent, before anything else runs here (a progress callback included): the
-                # window in which a crash leaves parts recorded but perhaps not sent stays a few ms wide.
-                self._record_wave(wave, collector)
-                sends = [invoke_pool.submit(self._invoke, staged) for staged in wave]
-                for staged, send in zip(wave, sends):
-                    if send.exception() is not None and collector.forget(staged.part.key):
-                        outstanding -= 1  # not sent: a failure of its rows, with the reason
-                        self._failed(staged.part, Outcome(staged.part.key, False, None),
-                                     f"not sent: {send.exception()}", progress)
-                progress.add(uploaded=len(wave))
+                outstanding -= self._send_wave(wave, collector, invoke_pool, progress)
             for event in events:
                 if isinstance(event, Outcome):
                     fetch_pool.submit(self._fetch, event, parts[event.part_key]).add_done_callback(
@@ -150,7 +209,8 @@ class _Run:
                         self.results[part.start] = frame
                         self._latencies.append(outcome.latency())
                         progress.add(done=1, rows_done=part.rows)
-                    elif self.payloads.splittable and part.rows > 1 and self.spec.on_error == "collect":
+                    elif (self.payloads.splittable and part.rows > 1 and self.spec.on_error == "collect"
+                          and not _expired(error)):
                         halves = self.payloads.split(part)
                         log.info("payload %s (%d rows) failed: retrying it in %d pieces", part.key, part.rows,
                                  len(halves))
@@ -161,17 +221,55 @@ class _Run:
             progress.update(in_flight=len(collector.waiting), backlog=len(collector.waiting),
                             instances=watcher.instances)
 
+    def _send_wave(self, wave: list[Staged], collector: Collector, invoke_pool, progress: Progress) -> int:
+        """Record the wave, send it, record the endpoint's answers; returns how many of its parts are no
+        longer outstanding (refused: failed, or due again later)."""
+        # Recorded, then sent, before anything else runs here (a progress callback included): the window
+        # in which a crash leaves parts recorded but perhaps not sent stays as short as the sends.
+        entry = self._record_wave(wave, collector)
+        sends = [invoke_pool.submit(self._invoke, staged) for staged in wave]
+        while cf.wait(sends, timeout=1.0).not_done:
+            self._check_target()
+        accepted, refused, unanswered, settled = [], [], None, 0
+        for staged, send in zip(wave, sends):
+            part, error = staged.part, send.exception()
+            if error is None:
+                accepted.append(part.key)
+            elif not isinstance(error, ClientError):
+                unanswered = unanswered or error  # the request may or may not have arrived: resume sorts it out
+            elif collector.forget(part.key):
+                refused.append(part.key)
+                settled += 1
+                tries = self._busy[part.key] = self._busy.get(part.key, 0) + 1
+                if is_busy(error) and tries <= BUSY_RETRIES:  # never queued: in a later wave
+                    self.retries += 1
+                    self._later.append((time.monotonic() + busy_delay(tries), part))
+                    self._later.sort(key=lambda item: item[0])
+                else:  # not sent: a failure of its rows, with the reason
+                    self._failed(part, Outcome(part.key, False, None), f"not sent: {error}", progress)
+        if unanswered is not None:
+            if not aws.lost(self.io.target, self.url):
+                try:  # what is known is worth keeping for the resumed run
+                    patient(self.journal.answered, entry, accepted, refused)
+                except (BotoCoreError, ClientError):
+                    pass
+            raise unanswered
+        patient(self.journal.answered, entry, accepted, refused)
+        progress.add(uploaded=len(accepted))
+        return settled
+
     def _failed(self, part, outcome: Outcome, error: str, progress: Progress) -> None:
         self.failed.append((part, outcome, error))
         progress.add(failed=1, rows_failed=part.rows)
         if self.spec.on_error == "raise":
             raise InvocationError(f"payload {self.paths.inference_id(part.key)} failed: {error}")
 
-    def _record_wave(self, wave: list[Staged], collector: Collector) -> None:
+    def _record_wave(self, wave: list[Staged], collector: Collector) -> str:
         deadline = time.time() + self.spec.request_ttl_seconds + self.spec.invocation_timeout_seconds + 60
-        self.journal.record([s.part.key for s in wave], deadline)  # before sending: see Journal
+        entry = patient(self.journal.record, [s.part.key for s in wave], deadline)  # before sending: see Journal
         for staged in wave:
             collector.expect(staged.part.key)
+        return entry
 
     def _invoke(self, staged: Staged) -> None:
         spec = self.spec
@@ -196,7 +294,7 @@ class _Run:
         try:
             if body is None:
                 bucket, key = split_s3(outcome.location or self.paths.output_uri(part.key))
-                answer = self.s3.get_object(Bucket=bucket, Key=key)
+                answer = patient(self.s3.get_object, Bucket=bucket, Key=key)
                 content_type = content_type or answer.get("ContentType")
                 limit = self.payloads.fetch_limit
                 if limit is not None and answer["ContentLength"] > limit:
@@ -224,7 +322,8 @@ class _Run:
     def _notification_queue(self) -> NotificationQueue | None:
         if not self.io.topics:
             return None
-        return NotificationQueue(self.ep._client("sqs"), self.ep._client("sns"), self.paths, list(self.io.topics))
+        return NotificationQueue(self.ep._client("sqs"), self.ep._client("sns"), self.paths, list(self.io.topics),
+                                 self.io.name)
 
     def _plan_doc(self, parts: int) -> dict:
         return {"run_id": self.paths.run_id, "endpoint": self.io.name, "rows": len(self.frame), "parts": parts,
@@ -233,7 +332,7 @@ class _Run:
 
     def _write_plan(self, parts: int) -> None:
         plan = self._plan_doc(parts)
-        earlier = read_json(self.s3, self.paths.bucket, self.paths.manifest_key)
+        earlier = patient(read_json, self.s3, self.paths.bucket, self.paths.manifest_key)
         if earlier is not None:
             if {k: earlier.get(k) for k in plan} != plan:
                 raise ConfigError("run_id", self.paths.run_id, "a new run id, or the same input and options as "
@@ -242,24 +341,30 @@ class _Run:
             if not self.spec.resume:
                 raise ConfigError("run_id", self.paths.run_id, "a run id not used before, or resume=True",
                                   hint="resume=True re-uses the finished parts of that run")
-        write_json(self.s3, self.paths.bucket, self.paths.manifest_key, {**plan, "finished": False})
+        patient(write_json, self.s3, self.paths.bucket, self.paths.manifest_key, {**plan, "finished": False})
 
     def _resume(self, parts, collector: Collector, progress: Progress) -> list:
         """Parts still to send. Parts an earlier attempt sent are waited for, never sent again: their
-        outcomes (already in S3, or still to come) arrive through the collector."""
-        invoked = self.journal.invoked()
-        now, to_send = time.time(), []
-        top = {p.key: p for p in parts}
-        for key, deadline in invoked.items():
+        outcomes (already in S3, or still to come) arrive through the collector. A part the endpoint
+        refused is sent again; one whose answer the crash cut off counts as sent unless the target can
+        tell it never arrived (the emulator can; AWS cannot, so it is sent again only past its deadline)."""
+        invoked = patient(self.journal.invoked)
+        now, top = time.time(), {p.key: p for p in parts}
+        finished = self._finished_keys()
+        unknown = [k for k, sent in invoked.items() if sent.state == "unknown" and k not in finished]
+        arrived = self.io.received([self.paths.inference_id(k) for k in unknown]) if unknown else None
+        for key, sent in invoked.items():
             part = _part_for_key(key, top, self.payloads.split)
-            if part is not None and (deadline > now or self._has_outcome(key)):
-                collector.expect(key)
-                self.resumed[key] = part
-                self.deadlines[key] = deadline
-                self.reused += key in top
-        for part in parts:
-            if part.key not in collector.waiting:
-                to_send.append(part)
+            if part is None or (key not in finished and (
+                    sent.state == "refused" or sent.deadline <= now
+                    or (arrived is not None and sent.state == "unknown"
+                        and self.paths.inference_id(key) not in arrived))):
+                continue  # never queued, or can produce nothing any more: (its part is) sent again
+            collector.expect(key)
+            self.resumed[key] = part
+            self.deadlines[key] = sent.deadline
+            self.reused += key in top
+        to_send = [part for part in parts if part.key not in collector.waiting]
         collector.list_once()
         progress.add(uploaded=self.reused)
         return to_send
@@ -276,13 +381,17 @@ class _Run:
             del self.deadlines[key]
         return late
 
-    def _has_outcome(self, key: str) -> bool:
-        for uri in (self.paths.output_uri(key), self.paths.failure_uri(key)):
-            if uri:
-                bucket, object_key = split_s3(uri)
-                if list_keys(self.s3, bucket, object_key):
-                    return True
-        return False
+    def _finished_keys(self) -> set[str]:
+        """Parts of this run whose output or failure object exists (one listing per folder)."""
+        found = set()
+        for folder_uri, suffix in ((self.paths.output_folder, ".out"), (self.paths.failure_folder, "-error.out")):
+            if folder_uri:
+                bucket, folder = split_s3(folder_uri)
+                for key in patient(list_keys, self.s3, bucket, folder + "/"):
+                    part = self.paths.part_key(key.rsplit("/", 1)[1].removesuffix(suffix))
+                    if part is not None:
+                        found.add(part)
+        return found
 
     def _assemble(self, metrics: RunMetrics) -> BatchResult:
         n = len(self.frame)
@@ -290,7 +399,9 @@ class _Run:
         for start in sorted(self.results):
             piece = self.results[start]
             pieces.append(piece.set_axis(pd.RangeIndex(start, start + len(piece))))
-        predictions = (pd.concat(pieces) if pieces else pd.DataFrame(index=pd.RangeIndex(0)))
+        # with no part answered (every row failed) the one column a 1-D answer has: the result's shape
+        # should not depend on how many rows failed
+        predictions = (pd.concat(pieces) if pieces else pd.DataFrame({"prediction": pd.Series(dtype=float)}))
         predictions = predictions.reindex(pd.RangeIndex(n))
         predictions.index = self.frame.index
         failure_rows, positions = [], []
@@ -305,13 +416,13 @@ class _Run:
         return BatchResult(predictions, failures, metrics)
 
     def _finish(self, result: BatchResult) -> None:
-        write_json(self.s3, self.paths.bucket, self.paths.manifest_key, {
+        patient(write_json, self.s3, self.paths.bucket, self.paths.manifest_key, {
             **self._plan_doc(len(self.payloads.parts)), "finished": True,
             "metrics": result.metrics.as_dict()})
         if not self.spec.keep_inputs:
-            keys = list_keys(self.s3, self.paths.bucket, f"{self.paths.prefix}/in/")
+            keys = patient(list_keys, self.s3, self.paths.bucket, f"{self.paths.prefix}/in/")
             for start in range(0, len(keys), 1000):
-                self.s3.delete_objects(Bucket=self.paths.bucket, Delete={
+                patient(self.s3.delete_objects, Bucket=self.paths.bucket, Delete={
                     "Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
 
 
@@ -325,6 +436,13 @@ def _part_for_key(key: str, top: dict, split) -> object | None:
         pieces = {p.key: p for p in split(part)}
         part = pieces.get(f"{part.key}.{step}")
     return part
+
+
+def _expired(error: str | None) -> bool:
+    """A part that expired unprocessed (no capacity within its RequestTTLSeconds) is no fault of its rows:
+    halves would only wait (and expire) again, so it is not split."""
+    text = (error or "").lower()
+    return "expired" in text and "ttl" in text
 
 
 def _median(values: list[float]) -> float | None:

@@ -3,7 +3,10 @@
 Everything is derived from the run id, so a resumed run (same id) finds what the crashed one wrote:
 
 - inputs:   ``s3://<bucket>/<endpoint prefix>/runs/<run id>/in/<part key><ext>``
-- journal:  ``.../runs/<run id>/journal/<n>.json``: the parts about to be invoked, written before they are
+- journal:  ``.../runs/<run id>/journal/<n>.json``: the parts about to be invoked, written before they are,
+  and ``<n>.sent.json``: which of them the endpoint accepted or refused
+- lease:    ``.../runs/<run id>/leases/<holder>.json``: renewed while the run's process lives, so
+  ``cleanup`` can tell a dead run's notification queue from a live one's
 - manifest: ``.../runs/<run id>/manifest.json``: the plan (rows, parts, content type) and, at the end, the
   outcome
 - outputs:  ``<S3OutputPath>/runs/<run id>/<inference id>.out`` (the request's S3OutputPathExtension), and
@@ -25,6 +28,7 @@ from botocore.exceptions import ClientError
 
 from ..errors import ConfigError
 
+QUEUE_PREFIX = "mfsa-run-"  # each run's notification queue: mfsa-run-<run tag>
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -97,34 +101,96 @@ class RunPaths:
 
     @property
     def queue_name(self) -> str:
-        return f"mfsa-run-{self.tag}"
+        return f"{QUEUE_PREFIX}{self.tag}"
+
+    @property
+    def uri(self) -> str:
+        """``s3://<bucket>/<endpoint prefix>/runs/<run id>``: tagged on the run's queue, so the queue leads
+        back to the run (and its lease)."""
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What the journal knows of one part: the deadline its request carried, and whether the endpoint
+    took it (``accepted``), refused it (``refused``: it never ran, send it again) or the attempt died
+    before it could say (``unknown``: a crash between the journal write and the answers)."""
+    deadline: float
+    state: str
 
 
 class Journal:
     """Which parts were (about to be) invoked, in S3, so a resumed run never invokes one twice.
 
     InferenceId is no idempotency key on AWS: the same request sent twice runs twice. So each wave of
-    invocations is recorded *before* it is sent; a part found in the journal is waited for, not re-sent.
+    invocations is recorded *before* it is sent (``journal/<entry>.json``), and once the endpoint has
+    answered, which requests it accepted and which it refused (``journal/<entry>.sent.json``). A resumed
+    run waits for accepted parts, sends refused ones again at once, and treats a part without an answer
+    (the attempt died mid-wave) as accepted unless the target can tell otherwise.
     """
 
     def __init__(self, s3, paths: RunPaths):
         self.s3, self.paths = s3, paths
 
-    def record(self, part_keys: list[str], deadline: float) -> None:
+    def record(self, part_keys: list[str], deadline: float) -> str:
         """``deadline``: epoch seconds after which a part with no result can never produce one (its
-        TTL has passed and its invocation timeout too)."""
-        name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"  # unique across a run and its resumptions
+        TTL has passed and its invocation timeout too). Returns the entry's name, for :meth:`answered`."""
+        name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"  # unique across a run and its resumptions, in order
         body = json.dumps({"parts": part_keys, "deadline": deadline}).encode()
         self.s3.put_object(Bucket=self.paths.bucket, Key=f"{self.paths.prefix}/journal/{name}.json", Body=body)
+        return name
 
-    def invoked(self) -> dict[str, float]:
-        """part key -> the latest deadline it was invoked with, from every earlier attempt of this run."""
-        found: dict[str, float] = {}
+    def answered(self, name: str, accepted: list[str], refused: list[str]) -> None:
+        """The endpoint's answers to the wave recorded as ``name``."""
+        body = json.dumps({"accepted": accepted, "refused": refused}).encode()
+        self.s3.put_object(Bucket=self.paths.bucket, Key=f"{self.paths.prefix}/journal/{name}.sent.json", Body=body)
+
+    def invoked(self) -> dict[str, Sent]:
+        """part key -> what its latest invocation in every earlier attempt of this run came to."""
+        docs = {}
         for key in list_keys(self.s3, self.paths.bucket, f"{self.paths.prefix}/journal/"):
-            entry = json.loads(self.s3.get_object(Bucket=self.paths.bucket, Key=key)["Body"].read())
+            docs[key.rsplit("/", 1)[1]] = json.loads(self.s3.get_object(Bucket=self.paths.bucket, Key=key)["Body"].read())
+        found: dict[str, Sent] = {}
+        for name in sorted(n for n in docs if not n.endswith(".sent.json")):  # oldest first: the latest wins
+            entry, answers = docs[name], docs.get(name.removesuffix(".json") + ".sent.json") or {}
+            accepted, refused = set(answers.get("accepted", ())), set(answers.get("refused", ()))
             for part in entry["parts"]:
-                found[part] = max(found.get(part, 0.0), entry["deadline"])
+                state = "accepted" if part in accepted else "refused" if part in refused else "unknown"
+                found[part] = Sent(entry["deadline"], state)
         return found
+
+
+# Refusals that say "later", not "no": throttling, S3 SlowDown, a server error. Never the rows' fault.
+BUSY_CODES = {"ThrottlingException", "Throttling", "ThrottledException", "TooManyRequestsException",
+              "RequestLimitExceeded", "SlowDown", "ServiceUnavailable", "InternalFailure", "InternalServerError",
+              "InternalError", "RequestThrottled"}
+BUSY_RETRIES = 8
+
+
+def is_busy(error: BaseException) -> bool:
+    if not isinstance(error, ClientError):
+        return False
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return error.response.get("Error", {}).get("Code") in BUSY_CODES or status >= 500
+
+
+def busy_delay(attempt: int) -> float:
+    """Seconds to wait before the ``attempt``-th (1, 2, ...) try after botocore's own retries gave up."""
+    return min(30.0, 0.5 * 2 ** attempt)
+
+
+def patient(call, *args, **kwargs):
+    """``call(*args, **kwargs)``, tried again (up to BUSY_RETRIES times, backing off) when it fails as busy
+    after botocore's own retries: in a long unattended run a burst of S3 SlowDowns is worth waiting out,
+    not worth ending the run for."""
+    for attempt in range(1, BUSY_RETRIES + 1):
+        try:
+            return call(*args, **kwargs)
+        except ClientError as error:
+            if not is_busy(error):
+                raise
+            time.sleep(busy_delay(attempt))
+    return call(*args, **kwargs)
 
 
 def list_keys(s3, bucket: str, prefix: str) -> list[str]:

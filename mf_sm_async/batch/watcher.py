@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 class InstanceWatcher:
     def __init__(self, endpoint, every: float | None = None, clock=time.monotonic):
         self.ep, self.clock = endpoint, clock
+        # made once: a client asked for later would start a new local emulator if the run's one has stopped
+        self.sagemaker = endpoint._client("sagemaker")
         self.every = every or (1.0 if endpoint.target == "local" else 10.0)
         self.instances: int | None = None
         self.max_instances = 0
@@ -29,10 +31,12 @@ class InstanceWatcher:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, look: bool = True) -> None:
+        """Stop watching, with a last look at the instances unless the target is gone (``look=False``)."""
         self._stop.set()
-        self._thread.join(timeout=30)
-        self._look()
+        if look:
+            self._thread.join(timeout=30)
+            self._look()
 
     def wake(self) -> None:
         """Ask for one instance now if the endpoint has none and none are coming."""
@@ -40,7 +44,7 @@ class InstanceWatcher:
             variant = self._variant()
             if variant.get("DesiredInstanceCount", 0) == 0 and variant.get("CurrentInstanceCount", 0) == 0:
                 self.ep._scaling(enable=True)
-                self.ep._client("sagemaker").update_endpoint_weights_and_capacities(
+                self.sagemaker.update_endpoint_weights_and_capacities(
                     EndpointName=self.ep.name,
                     DesiredWeightsAndCapacities=[{"VariantName": variant["VariantName"], "DesiredInstanceCount": 1}])
                 log.info("woke endpoint %s from zero instances", self.ep.name)
@@ -48,7 +52,7 @@ class InstanceWatcher:
             log.info("could not wake %s directly (%s); its alarm will", self.ep.name, error)
 
     def _variant(self) -> dict:
-        described = self.ep._client("sagemaker").describe_endpoint(EndpointName=self.ep.name)
+        described = self.sagemaker.describe_endpoint(EndpointName=self.ep.name)
         return (described.get("ProductionVariants") or [{}])[0]
 
     def _look(self) -> None:

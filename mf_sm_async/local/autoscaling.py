@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import re
 import threading
 
 from moto.applicationautoscaling.models import applicationautoscaling_backends
@@ -144,7 +145,9 @@ class Autoscaler:
     # alarms -> step scaling ----------------------------------------------------------------------
     def _evaluate_alarms(self, region: str, name: str, runtime) -> None:
         series = self.series[(region, name)]
-        policies = {p.policy_arn: p for p in self._policies(region, name, runtime.settings.variant_name)}
+        # Keyed by the ARN without its random id: a daemon restarted on the same state directory replays
+        # PutScalingPolicy (a new id) and PutMetricAlarm (the actions still name the old one).
+        policies = {_stable(p.policy_arn): p for p in self._policies(region, name, runtime.settings.variant_name)}
         for alarm in list(cloudwatch_backends[self.account_id][region].alarms.values()):
             if alarm.namespace != NAMESPACE or not any(
                     d.name == "EndpointName" and d.value == name for d in alarm.dimensions):
@@ -161,7 +164,7 @@ class Autoscaler:
             if state == "ALARM" and alarm.actions_enabled:
                 # Application Auto Scaling actions run again every period while the alarm stays in ALARM.
                 for action in alarm.alarm_actions or []:
-                    policy = policies.get(action.split(":createdBy/")[0])
+                    policy = policies.get(_stable(action.split(":createdBy/")[0]))
                     if policy is not None and policy.step_scaling_policy_configuration:
                         self._step(runtime, policy, breaching[-1] - float(alarm.threshold), region, name)
 
@@ -219,6 +222,11 @@ class Autoscaler:
                     desired = math.ceil(current * recent[-1] / target_value)
                     self._last_action[policy.policy_arn + "/in"] = self.clock.now()
                     self._scale(runtime, target, desired, f"target tracking {policy.policy_name} in")
+
+
+def _stable(policy_arn: str) -> str:
+    """``arn:...:scalingPolicy:<id>:resource/...:policyName/<name>`` without ``<id>``."""
+    return re.sub(r":scalingPolicy:[^:]+:", ":scalingPolicy::", policy_arn)
 
 
 def _breaches(value: float, operator: str, threshold) -> bool:

@@ -12,7 +12,7 @@ from moto import mock_aws
 from mf_sm_async import ConfigError
 from mf_sm_async.batch.completion import outcome_of
 from mf_sm_async.progress import Progress
-from mf_sm_async.batch.run import Journal, RunPaths, check_run_id
+from mf_sm_async.batch.run import Journal, RunPaths, Sent, check_run_id
 from mf_sm_async.config import BatchSpec
 
 
@@ -38,14 +38,16 @@ def test_bad_run_ids_are_refused_naming_the_field(bad):
     assert error.value.field == "run_id"
 
 
-def test_the_journal_remembers_every_part_sent_across_attempts():
+def test_the_journal_remembers_every_part_sent_across_attempts_and_what_the_endpoint_answered():
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="bucket")
-        Journal(s3, paths()).record(["00000", "00001"], deadline=100.0)
-        Journal(s3, paths()).record(["00001", "00002.0"], deadline=200.0)   # a later attempt
+        first = Journal(s3, paths()).record(["00000", "00001", "00003"], deadline=100.0)
+        Journal(s3, paths()).answered(first, accepted=["00000"], refused=["00001"])  # 00003: the crash came first
+        Journal(s3, paths()).record(["00001", "00002.0"], deadline=200.0)   # a later attempt, no answers yet
         Journal(s3, paths("other")).record(["00009"], deadline=300.0)
-        assert Journal(s3, paths()).invoked() == {"00000": 100.0, "00001": 200.0, "00002.0": 200.0}
+        assert Journal(s3, paths()).invoked() == {"00000": Sent(100.0, "accepted"), "00001": Sent(200.0, "unknown"),
+                                                  "00003": Sent(100.0, "unknown"), "00002.0": Sent(200.0, "unknown")}
 
 
 def notification(inference_id: str, ok: bool = True, body: bytes | None = None) -> dict:
