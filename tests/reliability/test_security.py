@@ -379,7 +379,8 @@ SERVICE_PREFIX = {"sagemaker-runtime": "sagemaker"}
 # in the policy although the emulator lifecycle does not call them: docs/iam.md says why, one by one
 NOT_CALLED_HERE = {"iam:PassRole", "sagemaker:AddTags", "sns:TagResource", "sqs:TagQueue", "cloudwatch:TagResource",
                    "iam:CreateServiceLinkedRole", "s3:AbortMultipartUpload", "kms:GenerateDataKey", "kms:Decrypt",
-                   "iam:GetRole", "iam:SimulatePrincipalPolicy", "logs:DescribeLogStreams", "logs:GetLogEvents"}
+                   "iam:GetRole", "iam:SimulatePrincipalPolicy", "logs:DescribeLogStreams", "logs:GetLogEvents",
+                   "sqs:ListQueueTags"}
 
 
 def policy_actions(name: str) -> set[str]:
