@@ -216,6 +216,7 @@ class _Run:
                                  len(halves))
                         # pieces an earlier attempt of this run sent come through the collector, not again
                         pending.extendleft(reversed([h for h in halves if h.key not in self.resumed]))
+                        progress.add(payloads=len(halves) - 1)  # the pieces replace the part in the count
                     else:
                         self._failed(part, outcome, error, progress)
             progress.update(in_flight=len(collector.waiting), backlog=len(collector.waiting),

@@ -77,8 +77,13 @@ def test_one_poison_row_costs_one_row(endpoint):
     df = frame(200, seed=2)
     df.index = [f"row{n}" for n in range(200)]
     df.iloc[137, 1] = -999
-    result = endpoint.predict(df, rows_per_payload=50, progress=False)
+    events = []
+    result = endpoint.predict(df, rows_per_payload=50, progress=events.append)
     assert list(result.failures.index) == ["row137"]
+    # 4 payloads; the poisoned one is split in halves down to its row (50 -> 25 -> 13 -> 6 -> 3 -> 1): each split
+    # adds one payload to the count, which ends with every payload it counts done or failed
+    last = events[-1]
+    assert last.kind == "finished" and last.done + last.failed == last.payloads == 4 + 5, last
     failure = result.failures.loc["row137"]
     assert "poison row" in failure["error"] and failure["failure_location"].startswith("s3://")
     assert np.isnan(result.predictions.loc["row137", "prediction"])

@@ -201,7 +201,7 @@ def test_the_card_shows_progress_while_scoring(env, tmp_path):
     import re
     import time
 
-    flow = subprocess.Popen([sys.executable, str(FLOWS / "rowsum_flow.py"), "run", "--rows", "800", "--slow", "8"],
+    flow = subprocess.Popen([sys.executable, str(FLOWS / "rowsum_flow.py"), "run", "--rows", "800", "--slow", "4"],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     seen: list[str] = []

@@ -3,6 +3,8 @@ line instead of showing a widget), against the local emulator."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -49,7 +51,9 @@ def test_deploy_predict_status_endpoints_teardown(shell, capsys):
     result = shell.user_ns["result"]
     assert len(result.predictions) == 150 and result.failures.empty
     assert (result.predictions["prediction"] == shell.user_ns["y_test"].head(150)).mean() > 0.9
-    assert "150 of 150 rows done, 0 failed, 8/8 payloads" in out
+    # 8 payloads of 20 rows; a payload that fails on the way is retried in halves, which the count includes
+    done = re.search(r"150 of 150 rows done, 0 failed, (\d+)/(\d+) payloads", out)
+    assert done and done.group(1) == done.group(2) and int(done.group(1)) >= 8, out
 
     out, err = run(shell, capsys, "status ep")
     assert err == [] and ep.name in out and "InService" in out
