@@ -50,7 +50,6 @@ class _Run:
         self.payloads = payloads_for(frame, spec)
         client = endpoint._client
         self.s3, self.runtime = client("s3"), client("sagemaker-runtime")
-        self.url = self.s3.meta.endpoint_url  # the local emulator we talk to: see _check_target
         self.journal = Journal(self.s3, paths)
         self.results: dict[int, pd.DataFrame] = {}          # part start -> decoded rows
         self.failed: list[tuple[object, Outcome, str]] = []  # (part, outcome, error text)
@@ -77,7 +76,7 @@ class _Run:
         """The error that ends the run: says what happened and how to resume it."""
         hint = (f"finish the run with ep.predict(frame, run_id={self.paths.run_id!r}, resume=True) and the same "
                 "frame and options: parts already sent are not sent again")
-        lost = aws.lost(self.io.target, self.url)
+        lost = aws.lost(self.io.target, self.io.url)
         if lost:
             return TargetError(f"run {self.paths.run_id} stopped: {lost}",
                                "start the emulator again (`mf-sm-async local start`, same MF_SM_ASYNC_HOME), then "
@@ -96,7 +95,7 @@ class _Run:
         if self.io.target != "local" or now - self._target_check < 1.0:
             return
         self._target_check = now
-        if aws.lost(self.io.target, self.url):
+        if aws.lost(self.io.target, self.io.url):
             raise self._stopped(None)
 
     def _run(self) -> BatchResult:
@@ -124,7 +123,7 @@ class _Run:
         except BaseException:
             # With the target gone every call would sit out botocore's retries: leave the queue and the
             # lease (the resumed run re-uses the one, the other expires) and stop at once.
-            reachable = not aws.lost(self.io.target, self.url)
+            reachable = not aws.lost(self.io.target, self.io.url)
             raise
         finally:
             for pool in pools:
@@ -249,7 +248,7 @@ class _Run:
                 else:  # not sent: a failure of its rows, with the reason
                     self._failed(part, Outcome(part.key, False, None), f"not sent: {error}", progress)
         if unanswered is not None:
-            if not aws.lost(self.io.target, self.url):
+            if not aws.lost(self.io.target, self.io.url):
                 try:  # what is known is worth keeping for the resumed run
                     patient(self.journal.answered, entry, accepted, refused)
                 except (BotoCoreError, ClientError):

@@ -5,8 +5,8 @@ Everything is derived from the run id, so a resumed run (same id) finds what the
 - inputs:   ``s3://<bucket>/<endpoint prefix>/runs/<run id>/in/<part key><ext>``
 - journal:  ``.../runs/<run id>/journal/<n>.json``: the parts about to be invoked, written before they are,
   and ``<n>.sent.json``: which of them the endpoint accepted or refused
-- lease:    ``.../runs/<run id>/leases/<holder>.json``: renewed while the run's process lives, so
-  ``cleanup`` can tell a dead run's notification queue from a live one's
+- lease:    ``<endpoint prefix>/leases/run-<run tag>-<holder>.json`` (among the endpoint's holders): renewed
+  while the run's process lives, so ``cleanup`` can tell a dead run's notification queue from a live one's
 - manifest: ``.../runs/<run id>/manifest.json``: the plan (rows, parts, content type) and, at the end, the
   outcome
 - outputs:  ``<S3OutputPath>/runs/<run id>/<inference id>.out`` (the request's S3OutputPathExtension), and
@@ -102,12 +102,6 @@ class RunPaths:
     @property
     def queue_name(self) -> str:
         return f"{QUEUE_PREFIX}{self.tag}"
-
-    @property
-    def uri(self) -> str:
-        """``s3://<bucket>/<endpoint prefix>/runs/<run id>``: tagged on the run's queue, so the queue leads
-        back to the run (and its lease)."""
-        return f"s3://{self.bucket}/{self.prefix}"
 
 
 @dataclass(frozen=True)

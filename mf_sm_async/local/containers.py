@@ -59,6 +59,7 @@ from typing import Callable
 from ..images import LOCAL_HANDLER, LOCAL_HANDLER_IMAGE, OTHER, SKLEARN, XGBOOST, ContainerImage, parse_image_uri
 from .instances import InstanceFailed, Launch
 from .model_env import model_python
+from .processes import die_with_parent
 
 IMAGE_COMMANDS_ENV = "MF_SM_ASYNC_IMAGE_COMMANDS"
 IMAGES_FILE_ENV = "MF_SM_ASYNC_IMAGES_FILE"
@@ -187,18 +188,12 @@ def plan_launch(image_uri: str | None, env: dict, model_data_url: str | None,
 # A mapped command runs under this small supervisor: the command is not ours, so it does not watch the
 # daemon the way our model server does; the supervisor does, and takes the command down with it.
 
-def _die_with_parent() -> None:
-    """In the child, before exec: the kernel kills it when the (single-threaded) supervisor dies, even by
-    SIGKILL (PR_SET_PDEATHSIG; Linux only: elsewhere only a supervisor that exits cleanly stops it)."""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-
-
 def _supervise(argv: list[str]) -> int:
     parent = os.getppid()
     try:
-        child = subprocess.Popen(argv, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        # the kernel kills the command when the (single-threaded) supervisor dies, even by SIGKILL (Linux only:
+        # elsewhere only a supervisor that exits cleanly stops it)
+        child = subprocess.Popen(argv, preexec_fn=die_with_parent(signal.SIGKILL))
     except OSError as exc:
         print(f"model server failed: cannot run {argv[0]!r}: {exc}", file=sys.stderr, flush=True)
         return 3

@@ -9,7 +9,6 @@ writes (model tarballs, payloads, outputs), streamed over loopback HTTP.
 
 from __future__ import annotations
 
-import ctypes
 import http.client
 import shutil
 import signal
@@ -21,6 +20,8 @@ import time
 import urllib.parse
 from pathlib import Path
 from typing import BinaryIO
+
+from .processes import die_with_parent, free_port
 
 CHUNK = 1 << 20
 
@@ -36,11 +37,6 @@ def _rclone() -> str:
     return found
 
 
-def _die_with_parent() -> None:
-    """PR_SET_PDEATHSIG: the kernel sends SIGTERM to rclone when the daemon's main thread exits."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
-
 class ObjectBackend:
     def __init__(self, data_dir: Path, log_path: Path):
         self.data_dir = Path(data_dir)
@@ -52,14 +48,12 @@ class ObjectBackend:
         """Start rclone on a free loopback port (must be called from the daemon's main thread)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(5):  # another process may take the port between probe and bind: try again
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                self.port = probe.getsockname()[1]
+            self.port = free_port()
             with open(self.log_path, "ab") as log:
                 self.process = subprocess.Popen(
                     [_rclone(), "serve", "s3", str(self.data_dir), "--addr", f"127.0.0.1:{self.port}",
                      "--etag-hash", "MD5", "--force-path-style=true", "--config", "/dev/null"],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent(signal.SIGTERM))
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.process.poll() is None:
                 try:
