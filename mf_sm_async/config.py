@@ -46,6 +46,12 @@ _KMS_ALLOWED = ("None, a KMS key id ('1234abcd-12ab-34cd-56ef-1234567890ab' or '
 _MEDIA_TYPE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+(\s*;[\x20-\x7e]*)?", re.ASCII)
 
 
+def _media_type(field: str, value: object, allowed: str) -> None:
+    """A MIME type as the InvokeEndpointAsync headers carry it, or a ConfigError with ``allowed``."""
+    if not (isinstance(value, str) and len(value) <= 1024 and _MEDIA_TYPE.fullmatch(value)):
+        raise ConfigError(field, value, allowed)
+
+
 def _integer(field: str, value: object, low: int, high: int, high_text: str | None = None) -> int:
     # Integral admits numpy integers; bool is an int subclass, but min_instances=True is a mistake.
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or not low <= value <= high:
@@ -314,10 +320,9 @@ class BatchSpec:
                                   hint="with payload_column each row's value is one invocation")
         for name in ("content_type", "accept"):
             value = getattr(self, name)
-            if (value is not None or name == "content_type") and not (
-                    isinstance(value, str) and len(value) <= 1024 and _MEDIA_TYPE.fullmatch(value)):
-                raise ConfigError(name, value, "a MIME type such as 'image/jpeg' or 'application/pdf' "
-                                               "(visible ASCII, at most 1024 characters)")
+            if value is not None or name == "content_type":
+                _media_type(name, value, "a MIME type such as 'image/jpeg' or 'application/pdf' "
+                                         "(visible ASCII, at most 1024 characters)")
 
     @property
     def attributes(self) -> str | None:
@@ -346,9 +351,9 @@ class InvokeSpec:
     def __post_init__(self) -> None:
         for name in ("content_type", "accept"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, str) and len(value) <= 1024 and _MEDIA_TYPE.fullmatch(value)):
-                raise ConfigError(name, value, "None or a MIME type such as 'application/json' (visible ASCII, "
-                                               "at most 1024 characters)")
+            if value is not None:
+                _media_type(name, value, "None or a MIME type such as 'application/json' (visible ASCII, "
+                                         "at most 1024 characters)")
         if self.custom_attributes is not None and not (
                 isinstance(self.custom_attributes, str) and len(self.custom_attributes) <= 1024
                 and re.fullmatch(r"[\x20-\x7e\t]*", self.custom_attributes)):
