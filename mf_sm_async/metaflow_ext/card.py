@@ -7,9 +7,11 @@ import time
 
 CARD_ID = "async_inference"
 # A plain refresh only sends a data update (what the card server's live view reads); the card's HTML, which
-# `python flow.py card get` and the Metaflow UI show, is re-rendered when forced. Forcing starts a card
-# process, so at most this often.
-RENDER_EVERY_SECONDS = 3.0
+# `python flow.py card get` and the Metaflow UI show, is re-rendered when forced. Metaflow drops any refresh,
+# forced or not, that comes sooner than @card's refresh_interval (5 s by default) after the last one it took,
+# and a forced one while the previous render process still runs. So refresh no more often than that, and
+# force every one: a force timed on a clock of our own mostly fell on a dropped call (the card stood still).
+REFRESH_EVERY_SECONDS = 5.0
 
 
 class CardSink:
@@ -28,7 +30,7 @@ class CardSink:
         self.card.append(Markdown(f"## {title}"))
         self.card.append(self.bar)
         self.card.append(self.line)
-        self._rendered = time.monotonic()
+        self._refreshed = time.monotonic()
         self.card.refresh(force=True)
 
     def __call__(self, event) -> None:
@@ -40,7 +42,7 @@ class CardSink:
         self.line.update(f"**{event.state}**: {event.counts_text} · {event.rates_text}")
         if event.kind == "finished":
             self.card.append(Markdown(f"finished in {event.elapsed_seconds:.1f}s"))
-        force = event.kind == "finished" or time.monotonic() - self._rendered >= RENDER_EVERY_SECONDS
-        if force:
-            self._rendered = time.monotonic()
-        self.card.refresh(force=force)
+        now = time.monotonic()
+        if event.kind == "finished" or now - self._refreshed >= REFRESH_EVERY_SECONDS:
+            self._refreshed = now
+            self.card.refresh(force=True)
